@@ -1,0 +1,207 @@
+"""Training configuration: one dataclass of defaults, YAML overrides, CLI overrides.
+
+A YAML file in `configs/` lists only the keys it changes; `--key=value` on the
+command line overrides any key. Unknown keys and values of the wrong type are
+reported in one line that lists the valid keys.
+"""
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or on the command line."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # --- data ---
+    data_root: str = "data/CelebAMask-HQ"  # folder holding the unzipped release
+    demo_images: int = 0  # >0: write a synthetic set of this size into data_root if it is absent
+    train_split: str = "train"  # official split (train|val|test|all)
+    val_split: str = "val"  # validation every epoch on this split
+    max_train_images: int = 0  # 0 = whole split; a cap makes quick experiments cheap
+    max_val_images: int = 0  # 0 = whole split
+    image_size: int = 512  # square model input; labels are resized with nearest neighbour
+    batch_size: int = 8  # fits a 16 GB GPU at 512 with ResNet-50
+    augment: bool = True  # flip (with left/right swap), scale, rotation, colour jitter
+    target: str = "integer"  # integer -> sparse CE; onehot -> categorical CE
+    class_weights: str = "none"  # none|per_image|inverse_frequency|median_frequency|enet
+    max_class_weight: float = 0.0  # 0 = no clipping; clipping keeps rare-class weights sane
+    cache_dir: str = ""  # merged-label cache folder ("" = <data_root>/.label_cache)
+    workers: int = 1  # PyDataset workers; more keep a GPU fed
+    use_multiprocessing: bool = False  # processes instead of threads for the workers
+    skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping
+    # --- model ---
+    backbone: str = "resnet50"  # resnet50|resnet101|mobilenetv2|xception
+    output_stride: int = 16  # 16 is the paper's speed/accuracy trade-off; 8 is finer and slower
+    weights: str = "imagenet"  # imagenet|none|<path to backbone .weights.h5>
+    alpha: float = 1.0  # MobileNetV2 width multiplier
+    aspp_filters: int = 256  # paper value
+    decoder_filters: int = 256  # paper value
+    dropout: float = 0.1  # after the ASPP projection
+    freeze_backbone: bool = False  # fine-tune only the head
+    freeze_batchnorm: bool = False  # keep backbone BN statistics (small batches)
+    # --- optimisation ---
+    epochs: int = 30  # enough for the real set at 512 with a pretrained backbone
+    steps_per_epoch: int = 0  # 0 = one pass over the training split
+    loss: str = "cross_entropy"  # cross_entropy|focal|dice_ce
+    focal_gamma: float = 2.0  # Lin et al. 2017 default
+    optimizer: str = "adamw"  # adamw|adam|sgd
+    learning_rate: float = 1e-3  # peak learning rate
+    lr_schedule: str = "poly"  # poly (paper, power 0.9)|cosine|constant
+    warmup_epochs: float = 0.0  # linear warm-up before the schedule
+    weight_decay: float = 1e-4  # AdamW/SGD regularisation
+    momentum: float = 0.9  # SGD only
+    seed: int = 0  # seeds Python, NumPy and the backend
+    mixed_precision: str = "float32"  # float32|mixed_float16|mixed_bfloat16
+    jit_compile: str = "auto"  # auto|true|false (XLA compilation of the train step)
+    distribute: str = "none"  # none|mirrored|multiworker (TensorFlow) or data_parallel (JAX)
+    # --- run folder ---
+    run_dir: str = "runs/default"  # config.yaml, metrics.csv, checkpoints, curves
+    init: str = ""  # start from another checkpoint's weights (.keras)
+    tensorboard: bool = False  # write TensorBoard logs to <run_dir>/tensorboard
+    verbose: int = 1  # 1 = progress bar, 2 = one line per epoch, 0 = silent
+
+
+CHOICES = {
+    "train_split": ("train", "val", "test", "all"),
+    "val_split": ("train", "val", "test", "all"),
+    "target": ("integer", "onehot"),
+    "class_weights": ("none", "per_image", "inverse_frequency", "median_frequency", "enet"),
+    "backbone": ("resnet50", "resnet101", "mobilenetv2", "xception"),
+    "output_stride": (8, 16, 32),
+    "loss": ("cross_entropy", "focal", "dice_ce"),
+    "optimizer": ("adamw", "adam", "sgd"),
+    "lr_schedule": ("poly", "cosine", "constant"),
+    "mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
+    "jit_compile": ("auto", "true", "false"),
+    "distribute": ("none", "mirrored", "multiworker", "data_parallel"),
+    "verbose": (0, 1, 2),
+}
+RANGES = {
+    "image_size": (32, 2048),
+    "batch_size": (1, 4096),
+    "epochs": (1, 100000),
+    "learning_rate": (0.0, 10.0),
+}
+
+FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+
+
+def _valid_keys():
+    return ", ".join(FIELDS)
+
+
+def _coerce(key, value):
+    """Return `value` as the type of field `key`, or raise ConfigError."""
+    expected = typing.get_type_hints(TrainConfig)[key]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # e.g. `weights: 0` is a path-like string, not a type error
+    if expected is str and isinstance(value, bool):
+        value = "true" if value else "false"  # YAML reads `jit_compile: true` as a bool
+    if expected is str and value is None:
+        value = "none"
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"config key '{key}' expects {expected.__name__}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    return value
+
+
+def _check_value(key, value):
+    if key in CHOICES and value not in CHOICES[key]:
+        options = "|".join(str(choice) for choice in CHOICES[key])
+        raise ConfigError(f"config key '{key}' must be one of {options}, got {value!r}")
+    if key in RANGES:
+        low, high = RANGES[key]
+        if not low <= value <= high:
+            raise ConfigError(f"config key '{key}' must lie in [{low}, {high}], got {value!r}")
+
+
+def apply_overrides(config, overrides, source):
+    """Return a copy of `config` with the `overrides` dict applied.
+
+    Args:
+        config: TrainConfig. The configuration to start from.
+        overrides: dict. Key -> value, values already parsed (YAML types).
+        source: str. Where the overrides come from, named in errors.
+    """
+    if not isinstance(overrides, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of config keys, got {type(overrides).__name__}"
+        )
+    values = {}
+    for key, value in overrides.items():
+        if key not in FIELDS:
+            raise ConfigError(f"{source}: unknown config key '{key}'. Valid keys: {_valid_keys()}")
+        value = _coerce(key, value)
+        _check_value(key, value)
+        values[key] = value
+    return dataclasses.replace(config, **values)
+
+
+def load_yaml(path):
+    """Read a YAML mapping with the safe loader; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
+    return {} if data is None else data
+
+
+def parse_cli_overrides(arguments):
+    """Turn ['--key=value', '--key', 'value', ...] into a dict of parsed values."""
+    overrides = {}
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if not argument.startswith("--") or argument == "--":
+            raise ConfigError(f"unexpected argument {argument!r}; use --key=value")
+        key, sep, text = argument[2:].partition("=")
+        if not sep:
+            if index + 1 >= len(arguments):
+                raise ConfigError(f"option --{key} needs a value (--{key}=VALUE)")
+            index += 1
+            text = arguments[index]
+        key = key.replace("-", "_")
+        try:
+            overrides[key] = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            overrides[key] = text
+        index += 1
+    return overrides
+
+
+def resolve(config_path=None, cli_arguments=()):
+    """Defaults, then the YAML file, then the command line; returns a TrainConfig."""
+    config = TrainConfig()
+    if config_path:
+        config = apply_overrides(config, load_yaml(config_path), str(config_path))
+    return apply_overrides(config, parse_cli_overrides(list(cli_arguments)), "command line")
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def save(config, path):
+    """Write the resolved config as YAML (atomically)."""
+    from io_utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def load_run_config(path):
+    """Read a run folder's config.yaml back into a TrainConfig (unknown keys are errors)."""
+    return apply_overrides(TrainConfig(), load_yaml(path), str(path))

@@ -1,0 +1,56 @@
+"""Crash-safe file writes: a kill at any moment leaves the old file or the new one."""
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=None):
+    """Yield a temporary path beside `path`; on success it replaces `path` atomically.
+
+    The temporary file lives in the same folder (so `os.replace` is atomic) and
+    keeps the final suffix, which Keras uses to choose the file format.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix if suffix is not None else "".join(path.suffixes)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent
+    )
+    os.close(handle)
+    os.unlink(temp_name)  # writers such as Keras refuse to overwrite without asking
+    try:
+        yield Path(temp_name)
+        os.replace(temp_name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+
+
+def atomic_write_text(path, text):
+    with atomic_path(path) as temp_path:
+        with open(temp_path, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path, data):
+    with atomic_path(path) as temp_path:
+        with open(temp_path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def check_writable_dir(path):
+    """Create `path` if needed and prove it is writable; raise a one-line OSError if not."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe", delete=True)
+        probe.close()
+    except OSError as error:
+        raise OSError(f"run_dir {path} is not writable: {error.strerror}") from None

@@ -1,0 +1,109 @@
+"""Segmentation losses from logits, backend-agnostic, all accepting per-pixel weights.
+
+Every loss returns a per-pixel loss map (B, H, W) so that Keras multiplies it by
+the generator's `sample_weight` (B, H, W) before reducing. Targets may be
+integer (B, H, W) or one-hot (B, H, W, C).
+"""
+
+import keras
+from keras import ops
+
+from face_classes import NUM_CLASSES
+
+
+def _one_hot_targets(y_true, num_classes):
+    if len(y_true.shape) == 4:
+        return ops.cast(y_true, "float32")
+    return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype="float32")
+
+
+@keras.saving.register_keras_serializable(package="faceparsing")
+class FocalLoss(keras.losses.Loss):
+    """Focal loss (Lin et al., ICCV 2017) for multi-class logits.
+
+    `(1 - p_t) ** gamma * CE`: well-classified pixels (p_t near 1) contribute
+    little, so rare, hard pixels weigh more. gamma=0 is plain cross-entropy.
+
+    Args:
+        gamma: float. Focusing parameter. Defaults to 2.0.
+        num_classes: int. Number of classes. Defaults to 19.
+    """
+
+    def __init__(self, gamma=2.0, num_classes=NUM_CLASSES, name="focal_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.gamma = gamma
+        self.num_classes = num_classes
+
+    def call(self, y_true, y_pred):
+        targets = _one_hot_targets(y_true, self.num_classes)
+        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        log_p_true = ops.sum(targets * log_probs, axis=-1)
+        p_true = ops.exp(log_p_true)
+        return -ops.power(1.0 - p_true, self.gamma) * log_p_true
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma, "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="faceparsing")
+class DiceCrossEntropyLoss(keras.losses.Loss):
+    """Cross-entropy plus soft Dice loss (Milletari et al. 2016), from logits.
+
+    The Dice term is computed per image over the classes present in that
+    image's ground truth or prediction and added to every pixel's
+    cross-entropy, so its share of the loss is the same at any image size.
+    With per-pixel weights, each pixel's contribution to the Dice sums is
+    weighted too (the weights are passed through `sample_weight` and reach
+    the Dice term because Keras multiplies the returned map by them; since the
+    generator normalises weights to mean 1, the term's scale is unchanged).
+
+    Args:
+        dice_weight: float. Weight of the Dice term. Defaults to 1.0.
+        smooth: float. Laplace smoothing of the Dice ratio. Defaults to 1.0.
+        num_classes: int. Number of classes. Defaults to 19.
+    """
+
+    def __init__(
+        self, dice_weight=1.0, smooth=1.0, num_classes=NUM_CLASSES, name="dice_ce_loss", **kwargs
+    ):
+        super().__init__(name=name, **kwargs)
+        self.dice_weight = dice_weight
+        self.smooth = smooth
+        self.num_classes = num_classes
+
+    def call(self, y_true, y_pred):
+        targets = _one_hot_targets(y_true, self.num_classes)
+        logits = ops.cast(y_pred, "float32")
+        cross_entropy = -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+        probs = ops.softmax(logits, axis=-1)
+        intersection = ops.sum(probs * targets, axis=(1, 2))
+        totals = ops.sum(probs, axis=(1, 2)) + ops.sum(targets, axis=(1, 2))
+        dice = (2.0 * intersection + self.smooth) / (totals + self.smooth)
+        present = ops.cast(ops.sum(targets, axis=(1, 2)) > 0, "float32")
+        dice_loss = ops.sum((1.0 - dice) * present, axis=-1) / ops.maximum(
+            ops.sum(present, axis=-1), 1.0
+        )
+        return cross_entropy + self.dice_weight * dice_loss[:, None, None]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dice_weight": self.dice_weight,
+            "smooth": self.smooth,
+            "num_classes": self.num_classes,
+        }
+
+
+def build_loss(name, target="integer", focal_gamma=2.0, num_classes=NUM_CLASSES):
+    """Return the Keras loss for config key `loss` and target encoding `target`."""
+    if name == "cross_entropy":
+        if target == "onehot":
+            return keras.losses.CategoricalCrossentropy(from_logits=True)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if name == "focal":
+        return FocalLoss(gamma=focal_gamma, num_classes=num_classes)
+    if name == "dice_ce":
+        return DiceCrossEntropyLoss(num_classes=num_classes)
+    raise ValueError(f"loss must be one of cross_entropy|focal|dice_ce, got {name!r}")

@@ -1,0 +1,88 @@
+import pytest
+
+import config
+
+
+def test_yaml_then_cli_override(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 3\nbackbone: mobilenetv2\nlearning_rate: 1\n")
+    resolved = config.resolve(path, ["--epochs=5", "--batch_size", "2"])
+    assert resolved.epochs == 5
+    assert resolved.batch_size == 2
+    assert resolved.backbone == "mobilenetv2"
+    assert resolved.learning_rate == 1.0 and isinstance(resolved.learning_rate, float)
+    assert resolved.image_size == config.TrainConfig().image_size
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epoch: 3\n")
+    with pytest.raises(
+        config.ConfigError, match="unknown config key 'epoch'.*Valid keys: data_root"
+    ):
+        config.resolve(path)
+    with pytest.raises(config.ConfigError, match="command line: unknown config key 'lr'"):
+        config.resolve(None, ["--lr=0.1"])
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("--epochs=three", "'epochs' expects int, got 'three'"),
+        ("--augment=3", "'augment' expects bool"),
+        ("--image_size=1.5", "'image_size' expects int"),
+        ("--backbone=vgg16", "'backbone' must be one of resnet50|resnet101|mobilenetv2|xception"),
+        ("--image_size=8", r"'image_size' must lie in \[32, 2048\], got 8"),
+        ("--output_stride=4", "'output_stride' must be one of 8|16|32"),
+    ],
+)
+def test_wrong_values_are_one_line_errors(argument, message):
+    with pytest.raises(config.ConfigError, match=message) as info:
+        config.resolve(None, [argument])
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(config.ConfigError, match="config file not found"):
+        config.resolve(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [3\n")
+    with pytest.raises(config.ConfigError, match="is not valid YAML"):
+        config.resolve(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(config.ConfigError, match="expected a mapping"):
+        config.resolve(listed)
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("epochs: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(config.ConfigError, match="not valid YAML"):
+        config.resolve(path)
+
+
+def test_saved_config_round_trips(tmp_path):
+    resolved = config.resolve(None, ["--epochs=7", "--jit_compile=false", "--weights=none"])
+    config.save(resolved, tmp_path / "config.yaml")
+    assert config.load_run_config(tmp_path / "config.yaml") == resolved
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    paths = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
+    assert {path.name for path in paths} >= {
+        "demo.yaml",
+        "celebamask_hq.yaml",
+        "celebamask_hq_mobile.yaml",
+    }
+    for path in paths:
+        config.resolve(path)
+
+
+def test_cli_value_without_key_is_rejected():
+    with pytest.raises(config.ConfigError, match="unexpected argument 'oops'"):
+        config.resolve(None, ["oops"])
+    with pytest.raises(config.ConfigError, match="--epochs needs a value"):
+        config.resolve(None, ["--epochs"])

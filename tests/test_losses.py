@@ -1,0 +1,81 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import losses
+
+
+def _batch(seed=0, num_classes=19, shape=(2, 6, 6)):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=shape).astype("int32")
+    logits = rng.normal(scale=3, size=shape + (num_classes,)).astype("float32")
+    return labels, logits
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice_ce"])
+@pytest.mark.parametrize("target", ["integer", "onehot"])
+def test_losses_are_finite_and_target_encoding_does_not_matter(name, target):
+    labels, logits = _batch()
+    y_true = labels if target == "integer" else np.eye(19, dtype="float32")[labels]
+    reference = losses.build_loss(name, "integer")(labels, logits)
+    value = losses.build_loss(name, target)(y_true, logits)
+    assert np.isfinite(float(value))
+    assert float(value) == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_focal_with_gamma_zero_is_cross_entropy():
+    labels, logits = _batch(1)
+    focal = losses.FocalLoss(gamma=0.0)(labels, logits)
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    assert float(focal) == pytest.approx(float(cross_entropy), rel=1e-5)
+
+
+def test_focal_down_weights_easy_pixels():
+    labels = np.zeros((1, 1, 2), "int32")
+    logits = np.zeros((1, 1, 2, 19), "float32")
+    logits[0, 0, 0, 0] = 10.0  # easy pixel
+    logits[0, 0, 1, 0] = 0.5  # hard pixel
+    per_pixel = losses.FocalLoss(gamma=2.0, reduction=None)(labels, logits)
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)(
+        labels, logits
+    )
+    ratio = ops.convert_to_numpy(per_pixel) / ops.convert_to_numpy(cross_entropy)
+    assert ratio[0, 0, 0] < 1e-6 < ratio[0, 0, 1] < 1
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice_ce"])
+def test_sample_weights_apply_and_gradients_flow(name):
+    import tensorflow as tf
+
+    labels, logits = _batch(2)
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, size=labels.shape).astype("float32")
+    loss = losses.build_loss(name)
+    variable = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        value = loss(labels, variable, sample_weight=weights)
+    gradient = tape.gradient(value, variable).numpy()
+    assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
+    assert float(value) != pytest.approx(float(loss(labels, logits)), rel=1e-6)
+    zero_weights = np.zeros_like(weights)
+    assert float(loss(labels, logits, sample_weight=zero_weights)) == 0.0
+
+
+def test_dice_term_rewards_overlap():
+    labels = np.zeros((1, 4, 4), "int32")
+    labels[0, :2] = 1
+    perfect = np.where(np.eye(19, dtype=bool)[labels], 20.0, -20.0).astype("float32")
+    wrong = np.where(np.eye(19, dtype=bool)[1 - labels], 20.0, -20.0).astype("float32")
+    loss = losses.DiceCrossEntropyLoss()
+    assert float(loss(labels, perfect)) < 0.01 < float(loss(labels, wrong))
+
+
+def test_losses_serialise():
+    for loss in (losses.FocalLoss(gamma=1.5), losses.DiceCrossEntropyLoss(dice_weight=0.5)):
+        clone = keras.losses.deserialize(keras.losses.serialize(loss))
+        assert type(clone) is type(loss) and clone.get_config() == loss.get_config()
+
+
+def test_unknown_loss_is_rejected():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        losses.build_loss("hinge")

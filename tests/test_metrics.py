@@ -1,0 +1,75 @@
+import keras
+import numpy as np
+import pytest
+
+import metrics
+
+
+def test_confusion_matrix_counts_rows_as_truth():
+    labels = np.array([0, 0, 1, 2])
+    predictions = np.array([0, 1, 1, 1])
+    confusion = metrics.confusion_matrix(labels, predictions, num_classes=3)
+    assert confusion.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_scores_match_hand_computed_example():
+    # class 0: tp 1, fn 1, fp 0 -> iou 1/2, f1 2/3
+    # class 1: tp 1, fn 0, fp 2 -> iou 1/3, f1 2/4
+    # class 2: tp 0, fn 1, fp 0 -> iou 0, f1 0
+    # class 3: absent everywhere -> excluded
+    confusion = metrics.confusion_matrix([0, 0, 1, 2], [0, 1, 1, 1], num_classes=4)
+    scores = metrics.scores_from_confusion(confusion, class_names=["bg", "a", "b", "c"])
+    assert scores["per_class"]["bg"]["iou"] == pytest.approx(0.5)
+    assert scores["per_class"]["a"]["iou"] == pytest.approx(1 / 3)
+    assert scores["per_class"]["a"]["f1"] == pytest.approx(0.5)
+    assert scores["per_class"]["b"]["f1"] == 0.0
+    assert scores["per_class"]["c"]["iou"] is None
+    assert scores["absent_classes"] == ["c"]
+    assert scores["miou"] == pytest.approx((0.5 + 1 / 3 + 0) / 3)
+    assert scores["mean_f1"] == pytest.approx((0.5 + 0) / 2)  # background excluded
+    assert scores["pixel_accuracy"] == pytest.approx(2 / 4)
+
+
+def test_out_of_range_ids_are_rejected():
+    with pytest.raises(ValueError, match="0..2"):
+        metrics.confusion_matrix([0, 3], [0, 1], num_classes=3)
+
+
+def _random_batch(seed, num_classes=19, shape=(2, 8, 8)):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes - 3, size=shape)  # some classes never occur
+    logits = rng.normal(size=shape + (num_classes,)).astype("float32")
+    return labels, logits
+
+
+@pytest.mark.parametrize("target", ["integer", "onehot"])
+def test_keras_metric_equals_numpy_and_keras_mean_iou(target):
+    metric = metrics.SegmentationMeanIoU()
+    reference = keras.metrics.MeanIoU(num_classes=19)
+    confusion = np.zeros((19, 19), dtype=np.int64)
+    for seed in range(3):
+        labels, logits = _random_batch(seed)
+        y_true = labels if target == "integer" else np.eye(19, dtype="float32")[labels]
+        metric.update_state(y_true, logits, sample_weight=np.full(labels.shape, 7.0, "float32"))
+        reference.update_state(labels, logits.argmax(-1))
+        confusion += metrics.confusion_matrix(labels, logits.argmax(-1))
+    expected = metrics.scores_from_confusion(confusion)["miou"]
+    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
+    assert float(reference.result()) == pytest.approx(expected, abs=1e-6)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+
+
+def test_metric_ignores_sample_weight():
+    labels, logits = _random_batch(5)
+    weighted, unweighted = metrics.SegmentationMeanIoU(), metrics.SegmentationMeanIoU()
+    weights = np.random.default_rng(0).uniform(0.1, 10, size=labels.shape).astype("float32")
+    weighted.update_state(labels, logits, sample_weight=weights)
+    unweighted.update_state(labels, logits)
+    assert float(weighted.result()) == float(unweighted.result())
+
+
+def test_metric_config_round_trip():
+    metric = metrics.SegmentationMeanIoU(num_classes=5, name="val_thing")
+    clone = metrics.SegmentationMeanIoU.from_config(metric.get_config())
+    assert clone.num_classes == 5 and clone.name == "val_thing"

@@ -1,0 +1,314 @@
+"""Train DeepLabV3+ for face parsing on CelebAMask-HQ (or the synthetic demo set).
+
+Usage:
+    python train.py --config configs/demo.yaml [--key=value ...]
+
+Every setting has a default in `config.TrainConfig`; the YAML file changes some
+and `--key=value` overrides any. The run folder (`run_dir`) receives the
+resolved `config.yaml`, `metrics.csv`, `best.keras` (best validation mIoU),
+`last.keras`, `backup/` and `curves.png`. Rerunning the same command after a
+crash or Ctrl-C resumes after the last completed epoch.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import config as config_lib
+from io_utils import check_writable_dir
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Train DeepLabV3+ on CelebAMask-HQ.",
+        epilog="Any config key can be overridden: --epochs=5 --backbone=mobilenetv2 ...",
+    )
+    parser.add_argument("--config", help="YAML file with the keys to change (see configs/)")
+    parser.add_argument(
+        "--print_config", action="store_true", help="print the resolved config and exit"
+    )
+    return parser.parse_known_args(argv)
+
+
+def prepare_run_dir(config):
+    """Create the run folder, refuse a run folder of a different config, write config.yaml."""
+    run_dir = Path(config.run_dir)
+    check_writable_dir(run_dir)
+    saved = run_dir / "config.yaml"
+    if saved.exists() and (run_dir / "backup" / "state.json").exists():
+        previous = config_lib.load_run_config(saved)
+        changed = [
+            key
+            for key, value in config_lib.to_dict(previous).items()
+            if getattr(config, key) != value and key not in RESUMABLE_CHANGES
+        ]
+        if changed:
+            raise ValueError(
+                f"run_dir {run_dir} holds a run with a different config ({', '.join(changed)}); "
+                "use another run_dir or delete the folder"
+            )
+    config_lib.save(config, saved)
+    return run_dir
+
+
+# Keys that may differ when a run is resumed: they do not change what is learned.
+RESUMABLE_CHANGES = {"epochs", "workers", "use_multiprocessing", "verbose", "tensorboard"}
+
+
+def ensure_dataset(config):
+    """Write the synthetic set into `data_root` when the config asks for it and it is absent."""
+    root = Path(config.data_root)
+    if config.demo_images > 0 and not (root / "CelebA-HQ-to-CelebA-mapping.txt").exists():
+        from synthetic_faces import make_demo_dataset
+
+        print(f"Writing a synthetic set of {config.demo_images} faces to {root} ...", flush=True)
+        make_demo_dataset(root, config.demo_images, seed=0)
+    if not root.exists():
+        raise FileNotFoundError(
+            f"data_root {root} does not exist (expected the unzipped CelebAMask-HQ release)"
+        )
+
+
+def select_ids(config, split, limit, shard=(1, 0)):
+    """Ids of a split, capped at `limit` (0 = all), then this worker's shard."""
+    from data_generator import split_ids, validate_split
+
+    ids = split_ids(config.data_root, split)
+    if limit:
+        ids = ids[:limit]
+    num_shards, shard_index = shard
+    ids = ids[shard_index::num_shards]
+    if not ids:
+        raise ValueError(f"split '{split}' of {config.data_root} has no images")
+    validate_split(config.data_root, ids)
+    return ids
+
+
+def build_datasets(config, shard=(1, 0)):
+    from data_generator import CelebAMaskHQ
+
+    common = dict(
+        batch_size=config.batch_size,
+        image_size=config.image_size,
+        target=config.target,
+        cache_dir=config.cache_dir or None,
+        skip_bad_samples=config.skip_bad_samples,
+        workers=config.workers,
+        use_multiprocessing=config.use_multiprocessing,
+    )
+    class_weights = None if config.class_weights == "none" else config.class_weights
+    train_data = CelebAMaskHQ(
+        config.data_root,
+        split=config.train_split,
+        ids=select_ids(config, config.train_split, config.max_train_images, shard),
+        class_weights=class_weights,
+        max_weight=config.max_class_weight or None,
+        augment=config.augment,
+        shuffle=True,
+        seed=config.seed,
+        **common,
+    )
+    val_data = CelebAMaskHQ(
+        config.data_root,
+        split=config.val_split,
+        ids=select_ids(config, config.val_split, config.max_val_images, shard),
+        augment=False,
+        shuffle=False,
+        seed=config.seed,
+        **common,
+    )
+    return train_data, val_data
+
+
+def distribution_scope(config):
+    """Return (scope, is_chief, shard) for `config.distribute`."""
+    import contextlib
+
+    import keras
+
+    if config.distribute == "none":
+        return contextlib.nullcontext(), True, (1, 0)
+    if config.distribute == "data_parallel":
+        if keras.backend.backend() != "jax":
+            raise ValueError(
+                "distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow"
+            )
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext(), True, (1, 0)
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"distribute={config.distribute} needs KERAS_BACKEND=tensorflow; use data_parallel with JAX"
+        )
+    import tensorflow as tf
+
+    if config.distribute == "mirrored":
+        return tf.distribute.MirroredStrategy().scope(), True, (1, 0)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = strategy.cluster_resolver
+    task_id = resolver.task_id or 0
+    num_workers = max(len(resolver.cluster_spec().as_dict().get("worker", [])), 1)
+    return strategy.scope(), task_id == 0, (num_workers, task_id)
+
+
+def build_model(config):
+    import deeplab
+
+    weights = None if config.weights.lower() in ("none", "") else config.weights
+    return deeplab.DeepLabV3Plus(
+        backbone=config.backbone,
+        output_stride=config.output_stride,
+        weights=weights,
+        alpha=config.alpha,
+        aspp_filters=config.aspp_filters,
+        decoder_filters=config.decoder_filters,
+        dropout=config.dropout,
+        freeze_backbone=config.freeze_backbone,
+        freeze_batchnorm=config.freeze_batchnorm,
+    )
+
+
+def initialise_from(model, path):
+    """Copy the weights of checkpoint `path` into `model` (`--init`)."""
+    from checkpoints import load_checkpoint
+
+    source = load_checkpoint(path)
+    source_weights, target_weights = source.get_weights(), model.get_weights()
+    shapes_differ = len(source_weights) != len(target_weights) or any(
+        a.shape != b.shape for a, b in zip(source_weights, target_weights, strict=False)
+    )
+    if shapes_differ:
+        raise ValueError(
+            f"init checkpoint {path} has a different architecture from this config's model"
+        )
+    model.set_weights(source_weights)
+
+
+def compile_model(model, config, steps_per_epoch):
+    import losses
+    import metrics
+    import training
+
+    model.compile(
+        optimizer=training.build_optimizer(config, steps_per_epoch),
+        loss=losses.build_loss(config.loss, config.target, config.focal_gamma),
+        metrics=[metrics.SegmentationMeanIoU()],
+        jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
+    )
+
+
+def build_callbacks(config, run_dir, state, is_chief):
+    import keras
+
+    import training
+
+    folder = run_dir if is_chief else run_dir / f".worker_{os.getpid()}"
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        training.RunFolderCallback(folder, state, is_chief=True),
+    ]
+    if config.tensorboard and is_chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    return callbacks
+
+
+def train(config):
+    """Run one training job described by `config`; return the run summary dict."""
+    import keras
+
+    import training
+
+    run_dir = prepare_run_dir(config)
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
+    ensure_dataset(config)
+    scope, is_chief, shard = distribution_scope(config)
+    train_data, val_data = build_datasets(config, shard)
+    steps_per_epoch = (
+        len(train_data)
+        if not config.steps_per_epoch
+        else min(config.steps_per_epoch, len(train_data))
+    )
+    state = training.ResumeState(run_dir)
+    with scope:
+        model = build_model(config)
+        if config.init and not state.resuming:
+            initialise_from(model, config.init)
+        compile_model(model, config, steps_per_epoch)
+        if state.resuming:
+            state.restore(model)
+            print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
+    if state.epoch >= config.epochs:
+        print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
+    else:
+        print(
+            f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
+            f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
+            flush=True,
+        )
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=config.epochs,
+            initial_epoch=state.epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=build_callbacks(config, run_dir, state, is_chief),
+            verbose=config.verbose,
+        )
+    return finish(config, run_dir, training.ResumeState(run_dir))
+
+
+def finish(config, run_dir, state):
+    """Plot the curves, write summary.json and print where everything is."""
+    import training
+
+    if not state.rows:
+        raise RuntimeError(f"no epoch completed in {run_dir}")
+    training.plot_curves(state.rows, run_dir / "curves.png")
+    best_row = max(state.rows, key=lambda row: row.get("val_miou", float("-inf")))
+    summary = {
+        "best_val_miou": best_row.get("val_miou"),
+        "best_epoch": best_row["epoch"],
+        "epochs": state.epoch,
+        "best_checkpoint": str(run_dir / "best.keras"),
+        "last_checkpoint": str(run_dir / "last.keras"),
+    }
+    from io_utils import atomic_write_text
+
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    print(f"Best val_miou {summary['best_val_miou']:.4f} at epoch {summary['best_epoch']}.")
+    print(
+        f"Checkpoints: {summary['best_checkpoint']} (best), {summary['last_checkpoint']} (last); "
+        f"metrics: {run_dir / 'metrics.csv'}; curves: {run_dir / 'curves.png'}"
+    )
+    return summary
+
+
+def main(argv=None):
+    args, overrides = parse_args(argv)
+    started = time.monotonic()
+    try:
+        config = config_lib.resolve(args.config, overrides)
+        if args.print_config:
+            print(json.dumps(config_lib.to_dict(config), indent=2))
+            return 0
+        train(config)
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted. Rerun the same command to resume after the last completed epoch.",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, OSError) as error:
+        if os.environ.get("FACEPARSING_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Done in {time.monotonic() - started:.0f}s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

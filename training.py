@@ -1,0 +1,257 @@
+"""Pieces of `train.py`: optimiser and schedule, run-folder callbacks, resume state.
+
+The run folder holds `config.yaml`, `metrics.csv`, `best.keras`, `last.keras`,
+`backup/` (what a rerun resumes from) and `curves.png`. Every file is written
+atomically, so a kill at any moment leaves the previous or the new version.
+"""
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from io_utils import atomic_path, atomic_write_text
+
+METRIC_COLUMNS = ("epoch", "loss", "val_loss", "val_miou", "learning_rate", "seconds")
+
+
+@keras.saving.register_keras_serializable(package="faceparsing")
+class WarmupPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then the DeepLab "poly" decay `lr * (1 - t/T) ** power`.
+
+    Args:
+        peak_learning_rate: float. Rate reached at the end of warm-up.
+        total_steps: int. Steps of the whole run (warm-up included).
+        power: float. Poly exponent; the paper uses 0.9. Defaults to 0.9.
+        warmup_steps: int. Linear warm-up length. Defaults to 0.
+        kind: str. "poly", "cosine" or "constant" after warm-up. Defaults to "poly".
+    """
+
+    def __init__(self, peak_learning_rate, total_steps, power=0.9, warmup_steps=0, kind="poly"):
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.total_steps = int(max(total_steps, 1))
+        self.power = float(power)
+        self.warmup_steps = int(warmup_steps)
+        self.kind = kind
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
+        progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        if self.kind == "poly":
+            factor = ops.power(1.0 - progress, self.power)
+        elif self.kind == "cosine":
+            factor = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        else:
+            factor = ops.ones_like(progress)
+        if self.warmup_steps > 0:
+            warmup = ops.minimum((step + 1.0) / self.warmup_steps, 1.0)
+            factor = ops.where(step < self.warmup_steps, warmup, factor)
+        return self.peak_learning_rate * factor
+
+    def get_config(self):
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "total_steps": self.total_steps,
+            "power": self.power,
+            "warmup_steps": self.warmup_steps,
+            "kind": self.kind,
+        }
+
+
+def build_optimizer(config, steps_per_epoch):
+    """Return the optimiser named by `config.optimizer` with the configured schedule."""
+    schedule = WarmupPolyDecay(
+        config.learning_rate,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=int(config.warmup_epochs * steps_per_epoch),
+        kind=config.lr_schedule,
+    )
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(
+            schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
+        )
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(schedule)
+    return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+
+
+def current_learning_rate(optimizer):
+    rate = optimizer.learning_rate
+    return float(ops.convert_to_numpy(rate))
+
+
+def write_metrics_csv(path, rows):
+    """Write every epoch's row (a list of dicts) to `path` atomically."""
+    columns = list(METRIC_COLUMNS) + sorted(
+        {key for row in rows for key in row} - set(METRIC_COLUMNS)
+    )
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _format(row.get(key, "")) for key in columns})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _format(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+class ResumeState:
+    """What a rerun needs to go on: last completed epoch, metric rows, best score.
+
+    Lives in `<run_dir>/backup/state.json`, which points to the weights file
+    (model and optimiser) of that epoch. The weights are written first and the
+    JSON last, each atomically, so the JSON always names a complete file.
+    """
+
+    def __init__(self, run_dir):
+        self.backup_dir = Path(run_dir) / "backup"
+        self.path = self.backup_dir / "state.json"
+        self.epoch = 0
+        self.rows = []
+        self.best = None
+        self.weights_file = None
+        if self.path.exists():
+            self._read()
+
+    def _read(self):
+        try:
+            state = json.loads(self.path.read_text())
+            self.epoch = int(state["epoch"])
+            self.rows = list(state["rows"])
+            self.best = state.get("best")
+            self.weights_file = self.backup_dir / state["weights"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"resume state {self.path} is unreadable ({error}); delete {self.backup_dir} to start over"
+            ) from None
+        if not self.weights_file.exists():
+            raise ValueError(
+                f"resume state {self.path} names a missing file {self.weights_file}; delete {self.backup_dir} to start over"
+            )
+
+    @property
+    def resuming(self):
+        return self.epoch > 0
+
+    def save(self, model, epoch, rows, best):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        weights_file = self.backup_dir / f"epoch_{epoch:04d}.weights.h5"
+        with atomic_path(weights_file) as temp_path:
+            model.save_weights(temp_path)
+        state = {"epoch": epoch, "rows": rows, "best": best, "weights": weights_file.name}
+        atomic_write_text(self.path, json.dumps(state, indent=1))
+        for old in self.backup_dir.glob("epoch_*.weights.h5"):
+            if old != weights_file:
+                old.unlink(missing_ok=True)
+        self.epoch, self.rows, self.best, self.weights_file = epoch, rows, best, weights_file
+
+    def restore(self, model):
+        """Load weights and optimiser state of the last completed epoch into `model`."""
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.weights_file)
+
+
+class RunFolderCallback(keras.callbacks.Callback):
+    """After every epoch: metrics.csv, last.keras, best.keras, resume state, a summary line.
+
+    Args:
+        run_dir: path. The run folder.
+        state: ResumeState. Holds rows of earlier epochs when resuming.
+        monitor: str. Metric that picks `best.keras`; higher is better.
+        is_chief: bool. Only the chief worker writes files (multi-worker runs).
+        print_fn: callable. Where the per-epoch summary line goes.
+    """
+
+    def __init__(self, run_dir, state, monitor="val_miou", is_chief=True, print_fn=print):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.state = state
+        self.monitor = monitor
+        self.is_chief = is_chief
+        self.print_fn = print_fn
+        self.rows = [row for row in state.rows if row["epoch"] <= state.epoch]
+        self.best = state.best
+        self._epoch_start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self._epoch_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        logs = dict(logs or {})
+        row = {"epoch": epoch + 1}
+        row.update({key: float(value) for key, value in logs.items() if key != "learning_rate"})
+        row["learning_rate"] = current_learning_rate(self.model.optimizer)
+        row["seconds"] = time.monotonic() - self._epoch_start
+        self.rows.append(row)
+        score = row.get(self.monitor)
+        improved = (
+            score is not None and np.isfinite(score) and (self.best is None or score > self.best)
+        )
+        if improved:
+            self.best = score
+        if self.is_chief:
+            self._write(row, improved)
+        self.print_fn(self._summary(row, improved))
+
+    def _write(self, row, improved):
+        write_metrics_csv(self.run_dir / "metrics.csv", self.rows)
+        save_model_atomic(self.model, self.run_dir / "last.keras")
+        if improved:
+            save_model_atomic(self.model, self.run_dir / "best.keras")
+        self.state.save(self.model, row["epoch"], self.rows, self.best)
+
+    def _summary(self, row, improved):
+        parts = [f"epoch {row['epoch']}"]
+        for key in ("loss", "val_loss", "val_miou"):
+            if key in row:
+                parts.append(f"{key} {row[key]:.4f}")
+        parts.append(f"lr {row['learning_rate']:.2e}")
+        parts.append(f"{row['seconds']:.0f}s")
+        if improved:
+            parts.append("(best)")
+        return " | ".join(parts)
+
+
+def save_model_atomic(model, path):
+    with atomic_path(path) as temp_path:
+        model.save(temp_path)
+
+
+def plot_curves(rows, path):
+    """Save loss and validation mIoU per epoch as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in rows]
+    figure, (loss_axis, miou_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "val_loss"):
+        if any(key in row for row in rows):
+            loss_axis.plot(epochs, [row.get(key, np.nan) for row in rows], marker="o", label=key)
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss")
+    loss_axis.legend()
+    miou_axis.plot(
+        epochs, [row.get("val_miou", np.nan) for row in rows], marker="o", color="tab:green"
+    )
+    miou_axis.set(xlabel="epoch", ylabel="mIoU", title="Validation mIoU (19 classes)", ylim=(0, 1))
+    miou_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as temp_path:
+        figure.savefig(temp_path, dpi=100)
+    plt.close(figure)
