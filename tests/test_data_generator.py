@@ -238,3 +238,196 @@ def test_pixel_weights_finite_positive_mean_one(present):
         assert weights.dtype == np.float32 and weights.shape == labels.shape
         assert np.all(np.isfinite(weights)) and weights.min() > 0
         assert np.isclose(weights.mean(), 1.0, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# CelebAMaskHQ dataset
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["integer", "onehot"])
+def test_batches_shapes_ranges_and_last_partial_batch(tiny_root, target):
+    dataset = dg.CelebAMaskHQ(tiny_root, "train", batch_size=3, image_size=33, target=target)
+    assert len(dataset) == 2 and dataset.num_classes == NUM_CLASSES and dataset.image_size == 33
+    x, y = dataset[0]
+    assert x.shape == (3, 33, 33, 3) and x.dtype == np.float32
+    assert 0 <= x.min() and x.max() <= 255 and x.max() > 1
+    if target == "integer":
+        assert y.shape == (3, 33, 33) and y.dtype == np.int32
+    else:
+        assert y.shape == (3, 33, 33, NUM_CLASSES) and y.dtype == np.float32
+        np.testing.assert_array_equal(y.sum(-1), 1)
+    dataset = dg.CelebAMaskHQ(tiny_root, "all", batch_size=4, image_size=16)
+    assert len(dataset) == 2 and dataset[1][0].shape[0] == 2
+    with pytest.raises(IndexError):
+        dataset[2]
+
+
+def test_onehot_argmax_equals_integer_target(tiny_root):
+    options = dict(split="all", batch_size=6, image_size=21, shuffle=False)
+    _, integer = dg.CelebAMaskHQ(tiny_root, target="integer", **options)[0]
+    _, onehot = dg.CelebAMaskHQ(tiny_root, target="onehot", **options)[0]
+    np.testing.assert_array_equal(onehot.argmax(-1), integer)
+    assert set(np.unique(integer)) <= set(range(NUM_CLASSES))
+
+
+@pytest.mark.parametrize("class_weights", [*dg.WEIGHT_SCHEMES, [1.0] * NUM_CLASSES])
+def test_dataset_weights_finite_positive_mean_one(tiny_root, class_weights):
+    dataset = dg.CelebAMaskHQ(
+        tiny_root, "val", batch_size=2, image_size=16, class_weights=class_weights
+    )
+    x, y, w = dataset[0]
+    assert w.shape == y.shape and w.dtype == np.float32
+    assert np.all(np.isfinite(w)) and w.min() > 0 and np.isclose(w.mean(), 1, rtol=1e-5)
+
+
+def test_bad_arguments_are_named(tiny_root):
+    with pytest.raises(ValueError, match="target"):
+        dg.CelebAMaskHQ(tiny_root, target="sparse")
+    with pytest.raises(ValueError, match="batch_size"):
+        dg.CelebAMaskHQ(tiny_root, batch_size=0)
+    with pytest.raises(ValueError, match="class_weights"):
+        dg.CelebAMaskHQ(tiny_root, class_weights="inverse")
+    with pytest.raises(ValueError, match="class weights"):
+        dg.CelebAMaskHQ(tiny_root, class_weights=[1.0, 2.0])
+
+
+def test_same_seed_and_epoch_give_identical_batches(tiny_root):
+    def batches(epoch):
+        dataset = dg.CelebAMaskHQ(tiny_root, "all", batch_size=6, image_size=24, augment=True)
+        dataset.set_epoch(epoch)
+        return dataset[0]
+
+    first, again, later = batches(0), batches(0), batches(1)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], later[0])
+
+
+def test_order_reshuffles_each_epoch(tmp_path):
+    write_mapping(tmp_path, {k: k for k in range(40)})
+    dataset = dg.CelebAMaskHQ(tmp_path, "all", batch_size=40, image_size=8)
+    first = dataset._order.copy()
+    dataset.on_epoch_end()
+    assert dataset.epoch == 1 and not np.array_equal(first, dataset._order)
+    assert sorted(dataset._order) == list(range(40))
+
+
+def test_augmentation_keeps_ids_valid_and_swaps_sides(tiny_root):
+    label = np.zeros((40, 40), np.uint8)
+    label[10:20, 5:15] = CLASS_IDS["l_eye"]
+    label[25:35, 5:35] = CLASS_IDS["u_lip"]
+    image = np.full((40, 40, 3), 128, np.uint8)
+    for seed in range(8):
+        _, augmented = dg.augment_sample(image, label, np.random.default_rng(seed))
+        assert set(np.unique(augmented)) <= {0, CLASS_IDS["l_eye"], CLASS_IDS["r_eye"], 11}
+    flips = [dg.augment_sample(image, label, np.random.default_rng(s))[1] for s in range(8)]
+    assert any((f == CLASS_IDS["r_eye"]).any() for f in flips)
+
+
+def test_shard_splits_ids(tiny_root):
+    dataset = dg.CelebAMaskHQ(tiny_root, "all", batch_size=2, image_size=8)
+    shards = [dataset.shard(2, index) for index in range(2)]
+    assert sorted(shards[0].ids + shards[1].ids) == dataset.ids
+    assert not set(shards[0].ids) & set(shards[1].ids)
+
+
+def test_skip_bad_samples(tiny_root):
+    dg.image_path(tiny_root, 1).write_bytes(b"not a jpeg")
+    strict = dg.CelebAMaskHQ(tiny_root, "all", batch_size=6, image_size=8, shuffle=False)
+    with pytest.raises(dg.DatasetError, match=r"1\.jpg"):
+        strict[0]
+    lenient = dg.CelebAMaskHQ(
+        tiny_root, "all", batch_size=6, image_size=8, shuffle=False, skip_bad_samples=True
+    )
+    x, _ = lenient[0]
+    assert x.shape[0] == 6
+    assert [image_id for image_id, _ in lenient.bad_samples] == [1]
+
+
+# ---------------------------------------------------------------------------
+# Label cache
+# ---------------------------------------------------------------------------
+
+
+def test_cache_round_trip_and_invalidation(tiny_root, tmp_path):
+    cache = dg.LabelCache(tiny_root, tmp_path / "cache")
+    first = cache.load(1)
+    assert cache.entry_path(1).is_file()
+    np.testing.assert_array_equal(cache.load(1), first)
+    np.testing.assert_array_equal(first, dg.merge_masks(tiny_root, 1))
+    # A changed part file invalidates the entry.
+    save_mask(dg.part_path(tiny_root, 1, "nose"), box(0, 0, 30, 30))
+    assert cache.load(1)[5, 5] == CLASS_IDS["nose"]
+
+
+def test_corrupt_cache_entry_is_not_served(tiny_root, tmp_path):
+    cache = dg.LabelCache(tiny_root, tmp_path / "cache")
+    expected = cache.load(2)
+    cache.entry_path(2).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    np.testing.assert_array_equal(cache.load(2), expected)
+    # A readable file with a wrong label but a stale fingerprint is not served either.
+    Image.fromarray(np.full((SIZE, SIZE), 7, np.uint8)).save(cache.entry_path(2))
+    np.testing.assert_array_equal(cache.load(2), expected)
+
+
+def test_dataset_with_cache_matches_without(tiny_root, tmp_path):
+    options = dict(split="all", batch_size=6, image_size=20, shuffle=False)
+    plain = dg.CelebAMaskHQ(tiny_root, **options)[0]
+    cached = dg.CelebAMaskHQ(
+        tiny_root, cache_dir=tmp_path, class_weights="median_frequency", **options
+    )
+    assert (tmp_path / "class_counts_train.json").is_file()
+    np.testing.assert_array_equal(cached[0][1], plain[1])
+
+
+# ---------------------------------------------------------------------------
+# check / validate_split / CLI
+# ---------------------------------------------------------------------------
+
+
+def test_check_finds_every_planted_defect(tiny_root, capsys):
+    assert dg.check_dataset(tiny_root, progress=False) == []
+    assert dg.main(["check", "--data_root", str(tiny_root)]) == 0
+    truncated = dg.image_path(tiny_root, 0)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    dg.part_path(tiny_root, 1, "nose").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    for part in FACE_PARTS:
+        dg.part_path(tiny_root, 2, part).unlink()
+    save_mask(dg.part_path(tiny_root, 3, "hair"), np.ones((100, 100), bool))
+    dg.image_path(tiny_root, 4).unlink()
+    Image.new("RGB", (512, 512)).save(dg.image_path(tiny_root, 5))
+    problems = dg.check_dataset(tiny_root, progress=False)
+    expected = [
+        "0.jpg",
+        "00001_nose.png",
+        "image 2 in",
+        "00003_hair.png is 100x100",
+        "4.jpg",
+        "5.jpg is 512x512",
+    ]
+    for fragment in expected:
+        assert sum(fragment in problem for problem in problems) == 1, (fragment, problems)
+    assert len(problems) == len(expected)
+    assert dg.main(["check", "--data_root", str(tiny_root)]) == 1
+    assert "6 problem(s)" in capsys.readouterr().out
+    with pytest.raises(dg.DatasetError, match="problem"):
+        dg.validate_split(tiny_root, dg.split_ids(tiny_root, "all"))
+
+
+def test_check_reports_layout_problems(tmp_path):
+    (tmp_path / dg.MISSPELT_MASK_DIR).mkdir()
+    problems = dg.check_dataset(tmp_path, progress=False)
+    assert any("CelebA-HQ-to-CelebA-mapping.txt" in problem for problem in problems)
+    assert any("rename" in problem for problem in problems)
+
+
+def test_validate_split_passes_sound_data(tiny_root):
+    dg.validate_split(tiny_root, dg.split_ids(tiny_root, "train"))
+
+
+def test_cli_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        dg.main(["check"])
+    assert info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
