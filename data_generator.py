@@ -130,6 +130,8 @@ def read_mask(path):
                 )
             if mask.mode in ("L", "1"):
                 channel = mask.convert("L")
+            elif mask.mode == "RGB":
+                channel = mask.getchannel("B")  # no conversion copy for the usual case
             else:
                 channel = mask.convert("RGB").getchannel("B")
             return np.asarray(channel)
@@ -528,6 +530,9 @@ class CelebAMaskHQ(keras.utils.PyDataset):
 
     Shuffling and augmentation are deterministic for a given `seed` and epoch:
     each sample has its own generator seeded by (seed, epoch, image_id).
+    `epoch` counts `on_epoch_end` calls; Keras 3.15's `fit` makes one before
+    its first epoch too, so fit's first epoch uses epoch 1. Call `set_epoch`
+    to resume a run with the same order and augmentation.
 
     Args:
         root: str or Path. Dataset root in the release layout.
