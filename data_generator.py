@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+
 import keras
 import numpy as np
 from PIL import Image, ImageEnhance, PngImagePlugin

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+
 import numpy as np
 
 from face_classes import CLASS_NAMES, DISPLAY_NAMES, FLIP_PERMUTATION, NUM_CLASSES

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Export a face-parsing checkpoint.")

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+import export
+from checkpoints import load_checkpoint
+
+
+def test_keras_export_round_trips(trained_run, tmp_path):
+    out = export.export(trained_run / "best.keras", "keras", tmp_path / "model.keras")
+    image = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    original = load_checkpoint(trained_run / "best.keras").predict_on_batch(image)
+    np.testing.assert_allclose(load_checkpoint(out).predict_on_batch(image), original, atol=1e-5)
+
+
+@pytest.mark.parametrize(("quantize", "tolerance"), [("none", 1e-3), ("float16", 0.1)])
+def test_tflite_export_matches_keras(trained_run, tmp_path, quantize, tolerance):
+    import tensorflow as tf
+
+    out = export.export(
+        trained_run / "best.keras", "tflite", tmp_path / "model.tflite", quantize=quantize
+    )
+    interpreter = tf.lite.Interpreter(model_path=str(out))
+    interpreter.allocate_tensors()
+    image = np.random.default_rng(1).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    interpreter.invoke()
+    lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    expected = load_checkpoint(trained_run / "best.keras").predict_on_batch(image)
+    assert lite.shape == expected.shape == (1, 32, 32, 19)
+    np.testing.assert_allclose(lite, expected, atol=tolerance * max(1.0, np.abs(expected).max()))
+
+
+def test_quantize_needs_tflite(trained_run, tmp_path):
+    with pytest.raises(ValueError, match="--quantize applies to --format tflite only"):
+        export.export(trained_run / "best.keras", "keras", tmp_path / "m.keras", quantize="float16")

@@ -1,0 +1,98 @@
+import csv
+import json
+
+import pytest
+from conftest import tiny_train_args
+
+import train
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_one_epoch_writes_a_complete_run_folder(trained_run):
+    names = {path.name for path in trained_run.iterdir()}
+    assert {
+        "config.yaml",
+        "metrics.csv",
+        "best.keras",
+        "last.keras",
+        "backup",
+        "curves.png",
+        "summary.json",
+    } <= names
+    rows = _rows(trained_run)
+    assert [row["epoch"] for row in rows] == ["1"]
+    assert {"loss", "val_loss", "val_miou"} <= set(rows[0])
+    assert 0.0 <= float(rows[0]["val_miou"]) <= 1.0
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["best_epoch"] == 1
+
+
+def test_rerun_resumes_without_duplicating_rows(demo_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_train_args(demo_root, run_dir)) == 0
+    assert train.main(tiny_train_args(demo_root, run_dir, "--epochs=2")) == 0
+    assert "Resuming" in capsys.readouterr().out
+    assert [row["epoch"] for row in _rows(run_dir)] == ["1", "2"]
+    assert train.main(tiny_train_args(demo_root, run_dir, "--epochs=2")) == 0
+    assert "already finished 2 epochs" in capsys.readouterr().out
+    assert [row["epoch"] for row in _rows(run_dir)] == ["1", "2"]
+
+
+def test_resume_refuses_a_different_config(demo_root, trained_run, capsys):
+    assert train.main(tiny_train_args(demo_root, trained_run, "--learning_rate=0.5")) == 2
+    assert "holds a run with a different config (learning_rate)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--epochz=1"], "unknown config key 'epochz'"),
+        (["--backbone=vgg"], "'backbone' must be one of"),
+        (["--image_size=4"], "'image_size' must lie in"),
+        (["--data_root=/nonexistent/celeba"], "data_root /nonexistent/celeba does not exist"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(tmp_path, arguments, message, capsys):
+    assert train.main([f"--run_dir={tmp_path / 'run'}", *arguments]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+
+
+def test_init_copies_weights_from_a_checkpoint(demo_root, trained_run, tmp_path):
+    import numpy as np
+
+    from checkpoints import load_checkpoint
+
+    run_dir = tmp_path / "finetune"
+    arguments = tiny_train_args(
+        demo_root, run_dir, f"--init={trained_run / 'best.keras'}", "--learning_rate=0"
+    )
+    assert train.main(arguments) == 0
+    source, copy = (
+        load_checkpoint(trained_run / "best.keras"),
+        load_checkpoint(run_dir / "last.keras"),
+    )
+    kernels = [layer.name for layer in source.layers if hasattr(layer, "kernel")]
+    assert "logits" in kernels
+    for name in kernels:  # learning rate 0: only batch-norm statistics may move
+        np.testing.assert_allclose(
+            source.get_layer(name).kernel, copy.get_layer(name).kernel, atol=1e-7
+        )
+
+
+def test_init_with_another_architecture_is_refused(demo_root, trained_run, tmp_path, capsys):
+    arguments = tiny_train_args(
+        demo_root, tmp_path / "other", f"--init={trained_run / 'best.keras'}", "--decoder_filters=8"
+    )
+    assert train.main(arguments) == 2
+    assert "different architecture" in capsys.readouterr().err
+
+
+def test_print_config(capsys):
+    assert train.main(["--config=configs/demo.yaml", "--print_config", "--epochs=2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["epochs"] == 2 and printed["backbone"] == "mobilenetv2"
