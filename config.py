@@ -45,6 +45,7 @@ class TrainConfig:
     dropout: float = 0.1  # after the ASPP projection
     freeze_backbone: bool = False  # fine-tune only the head
     freeze_batchnorm: bool = False  # keep backbone BN statistics (small batches)
+    batchnorm_momentum: float = 0.0  # 0 = Keras/application defaults; ~0.9 for short runs from scratch
     # --- optimisation ---
     epochs: int = 30  # enough for the real set at 512 with a pretrained backbone
     steps_per_epoch: int = 0  # 0 = one pass over the training split

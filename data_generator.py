@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, PngImagePlugin
 
 from face_classes import FLIP_PERMUTATION, NUM_CLASSES, PART_NAMES
+from io_utils import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +228,8 @@ class LabelCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         info = PngImagePlugin.PngInfo()
         info.add_text("fingerprint", fingerprint)
-        handle, temp_path = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                Image.fromarray(label, mode="L").save(file, format="PNG", pnginfo=info)
-            os.replace(temp_path, path)
-        except BaseException:
-            Path(temp_path).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temp_path:
+            Image.fromarray(label, mode="L").save(temp_path, format="PNG", pnginfo=info)
 
 
 # ---------------------------------------------------------------------------
@@ -444,7 +438,7 @@ def training_class_counts(root, cache_dir=None):
             label = label_cache.load(image_id) if label_cache else merge_masks(root, image_id)
             counts += class_pixel_counts(label)
         if counts_path:
-            _atomic_write_text(counts_path, json.dumps({"key": key, "counts": counts.tolist()}))
+            atomic_write_text(counts_path, json.dumps({"key": key, "counts": counts.tolist()}))
     _TRAIN_COUNTS_MEMORY[key] = counts
     return counts
 
@@ -457,14 +451,6 @@ def _read_counts_file(path, key):
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
-
-
-def _atomic_write_text(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(temp_path, path)
 
 
 # ---------------------------------------------------------------------------

@@ -169,6 +169,7 @@ def build_model(config):
         dropout=config.dropout,
         freeze_backbone=config.freeze_backbone,
         freeze_batchnorm=config.freeze_batchnorm,
+        batchnorm_momentum=config.batchnorm_momentum or None,
     )
 
 

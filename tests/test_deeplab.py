@@ -248,6 +248,15 @@ def test_freeze_options():
     assert model.get_layer("aspp_projection_bn").trainable
 
 
+def test_batchnorm_momentum_reaches_backbone_and_head():
+    default = tiny_model()
+    assert default.backbone.get_layer("bn_Conv1").momentum == 0.999  # MobileNetV2's own
+    model = tiny_model(batchnorm_momentum=0.9)
+    momenta = {layer.momentum for layer in deeplab._all_layers(model) if isinstance(layer, layers.BatchNormalization)}
+    assert momenta == {0.9}
+    assert deeplab.DeepLabV3Plus.from_config(model.get_config()).batchnorm_momentum == 0.9
+
+
 def test_multiply_adds_of_known_layers():
     model = keras.Sequential(
         [keras.Input((8, 8, 3)), layers.Conv2D(4, 3, padding="same", dilation_rate=2),
