@@ -31,7 +31,7 @@ from face_classes import PART_NAMES
 
 # Probability that an image shows each rare part (CelebAMask-HQ is similar).
 RARE_PART_PROBABILITY = {"eye_g": 0.15, "hat": 0.12, "ear_r": 0.15, "neck_l": 0.12}
-MOUTH_OPEN_PROBABILITY = 0.35
+MOUTH_OPEN_PROBABILITY = 0.5
 BALD_PROBABILITY = 0.05
 # Thinnest parts (lips, brows, jewellery) are this thick in face units; faces
 # are drawn at scale >= 0.8, so at 512x512 they stay >= 16 px thick.
@@ -152,7 +152,7 @@ def _eye_region_parts(face, rng):
         bridge = band(np.array([-eye_x + 30, eye_x - 30]), np.array([eye_y - 12] * 2), 16)
         parts["eye_g"] = ([lens, mirror(lens), bridge], [])
     if face["ear_r"]:
-        earring = ellipse(-face["radius_x"] - 6, 50, 13, 13, 24)
+        earring = ellipse(-face["radius_x"] - 8, 54, 20, 20, 24)
         sides = [earring, mirror(earring)][: 1 + (rng.random() < 0.7)]
         parts["ear_r"] = (sides, [])
     return parts
@@ -160,7 +160,7 @@ def _eye_region_parts(face, rng):
 
 def _mouth_parts(face):
     mouth_y, width = face["mouth_y"], face["mouth_width"]
-    gap = 10 if face["mouth_open"] else 0
+    gap = 22 if face["mouth_open"] else 0
     xs = np.linspace(-width, width, 15)
     curve = (xs / width) ** 2
     upper_top = mouth_y - gap / 2 - MIN_THICKNESS + 6 * curve + 3 * np.exp(-((xs / 6) ** 2))
@@ -203,7 +203,7 @@ def _body_parts(face, skin, rng):
     neck = np.array([[-width, chin - 50], [width, chin - 50], [width + 8, 420], [-width - 8, 420]])
     collar_y = chin + rng.uniform(55, 80)
     necklace_xs = np.linspace(-width, width, 15)
-    necklace = band(necklace_xs, chin + 15 + 20 * (1 - (necklace_xs / width) ** 2), MIN_THICKNESS)
+    necklace = band(necklace_xs, chin + 12 + 20 * (1 - (necklace_xs / width) ** 2), MIN_THICKNESS + 8)
     cloth = np.array(
         [
             [-320, 620], [-320, collar_y + 60], [-width - 70, collar_y + 5], [-width, collar_y - 15],
@@ -335,7 +335,7 @@ def _paint_details(image, label, face, pose, rng):
         frame = rasterize(
             pose,
             [ellipse(-eye_x, eye_y, 36, 25), ellipse(eye_x, eye_y, 36, 25)],
-            [ellipse(-eye_x, eye_y, 29, 18), ellipse(eye_x, eye_y, 29, 18)],
+            [ellipse(-eye_x, eye_y, 27, 16), ellipse(eye_x, eye_y, 27, 16)],
         )
         lenses = label == PART_NAMES.index("eye_g") + 1
         image[lenses] = 0.6 * image[lenses] + 0.4 * np.array([120, 140, 160])

@@ -12,6 +12,7 @@ crash or Ctrl-C resumes after the last completed epoch.
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -35,9 +36,11 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
-def prepare_run_dir(config):
+def prepare_run_dir(config, is_chief=True):
     """Create the run folder, refuse a run folder of a different config, write config.yaml."""
     run_dir = Path(config.run_dir)
+    if not is_chief:
+        return run_dir
     check_writable_dir(run_dir)
     saved = run_dir / "config.yaml"
     if saved.exists() and (run_dir / "backup" / "state.json").exists():
@@ -74,22 +77,26 @@ def ensure_dataset(config):
         )
 
 
-def select_ids(config, split, limit, shard=(1, 0)):
-    """Ids of a split, capped at `limit` (0 = all), then this worker's shard."""
+def select_ids(config, split, limit, distribution):
+    """Ids of a split, capped at `limit` (0 = all), then this worker's shard.
+
+    Returns the shard and the number of batches every worker runs per pass:
+    the same on all workers (the smallest shard's), as collectives require.
+    """
     from data_generator import split_ids, validate_split
 
     ids = split_ids(config.data_root, split)
     if limit:
         ids = ids[:limit]
-    num_shards, shard_index = shard
-    ids = ids[shard_index::num_shards]
-    if not ids:
-        raise ValueError(f"split '{split}' of {config.data_root} has no images")
+    smallest_shard = len(ids) // distribution.num_workers
+    ids = ids[distribution.worker_index :: distribution.num_workers]
+    if not ids or not smallest_shard:
+        raise ValueError(f"split '{split}' of {config.data_root} has too few images ({len(ids)})")
     validate_split(config.data_root, ids)
-    return ids
+    return ids, math.ceil(smallest_shard / (config.batch_size // distribution.num_workers))
 
 
-def build_datasets(config, shard=(1, 0)):
+def build_datasets(config, distribution):
     from data_generator import CelebAMaskHQ
 
     common = dict(
@@ -102,57 +109,65 @@ def build_datasets(config, shard=(1, 0)):
         use_multiprocessing=config.use_multiprocessing,
     )
     class_weights = None if config.class_weights == "none" else config.class_weights
+    train_ids, train_steps = select_ids(config, config.train_split, config.max_train_images, distribution)
     train_data = CelebAMaskHQ(
-        config.data_root,
-        split=config.train_split,
-        ids=select_ids(config, config.train_split, config.max_train_images, shard),
-        class_weights=class_weights,
-        max_weight=config.max_class_weight or None,
-        augment=config.augment,
-        shuffle=True,
-        seed=config.seed,
-        **common,
-    )
+        config.data_root, split=config.train_split, ids=train_ids, class_weights=class_weights,
+        max_weight=config.max_class_weight or None, augment=config.augment, shuffle=True,
+        seed=config.seed, **common,
+    )  # fmt: skip
+    val_ids, val_steps = select_ids(config, config.val_split, config.max_val_images, distribution)
     val_data = CelebAMaskHQ(
-        config.data_root,
-        split=config.val_split,
-        ids=select_ids(config, config.val_split, config.max_val_images, shard),
-        augment=False,
-        shuffle=False,
-        seed=config.seed,
-        **common,
-    )
-    return train_data, val_data
+        config.data_root, split=config.val_split, ids=val_ids, augment=False, shuffle=False,
+        seed=config.seed, **common,
+    )  # fmt: skip
+    return train_data, val_data, train_steps, val_steps
 
 
-def distribution_scope(config):
-    """Return (scope, is_chief, shard) for `config.distribute`."""
-    import contextlib
+class Distribution:
+    """How this process takes part in training, from `config.distribute`.
 
-    import keras
+    Attributes:
+        scope: context manager under which the model is built and compiled.
+        strategy: the tf.distribute strategy, or None.
+        is_chief: whether this process writes the run folder.
+        num_workers, worker_index: this worker's shard of the data.
+    """
 
-    if config.distribute == "none":
-        return contextlib.nullcontext(), True, (1, 0)
-    if config.distribute == "data_parallel":
-        if keras.backend.backend() != "jax":
+    def __init__(self, config):
+        import contextlib
+
+        import keras
+
+        self.strategy, self.is_chief, self.num_workers, self.worker_index = None, True, 1, 0
+        self.scope = contextlib.nullcontext()
+        if config.distribute == "none":
+            return
+        backend = keras.backend.backend()
+        if config.distribute == "data_parallel":
+            if backend != "jax":
+                raise ValueError("distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow")
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+            return
+        if backend != "tensorflow":
+            raise ValueError(f"distribute={config.distribute} needs KERAS_BACKEND=tensorflow; use data_parallel with JAX")
+        import tensorflow as tf
+
+        if config.distribute == "mirrored":
+            self.strategy = tf.distribute.MirroredStrategy()
+        else:
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            resolver = self.strategy.cluster_resolver
+            self.worker_index = resolver.task_id or 0
+            self.num_workers = max(len(resolver.cluster_spec().as_dict().get("worker", [])), 1)
+            self.is_chief = self.worker_index == 0
+        if config.batch_size % self.strategy.num_replicas_in_sync:
             raise ValueError(
-                "distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow"
+                f"batch_size {config.batch_size} must be a multiple of the "
+                f"{self.strategy.num_replicas_in_sync} replicas"
             )
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        return contextlib.nullcontext(), True, (1, 0)
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"distribute={config.distribute} needs KERAS_BACKEND=tensorflow; use data_parallel with JAX"
-        )
-    import tensorflow as tf
-
-    if config.distribute == "mirrored":
-        return tf.distribute.MirroredStrategy().scope(), True, (1, 0)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = strategy.cluster_resolver
-    task_id = resolver.task_id or 0
-    num_workers = max(len(resolver.cluster_spec().as_dict().get("worker", [])), 1)
-    return strategy.scope(), task_id == 0, (num_workers, task_id)
+        self.scope = self.strategy.scope()
+        print(f"Distributing over {self.strategy.num_replicas_in_sync} replicas "
+              f"(worker {self.worker_index} of {self.num_workers}).", flush=True)  # fmt: skip
 
 
 def build_model(config):
@@ -223,19 +238,17 @@ def train(config):
 
     import training
 
-    run_dir = prepare_run_dir(config)
+    # A multi-worker strategy must exist before TensorFlow runs any operation.
+    distribution = Distribution(config)
+    run_dir = prepare_run_dir(config, distribution.is_chief)
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     ensure_dataset(config)
-    scope, is_chief, shard = distribution_scope(config)
-    train_data, val_data = build_datasets(config, shard)
-    steps_per_epoch = (
-        len(train_data)
-        if not config.steps_per_epoch
-        else min(config.steps_per_epoch, len(train_data))
-    )
+    train_data, val_data, steps_per_epoch, validation_steps = build_datasets(config, distribution)
+    if config.steps_per_epoch:
+        steps_per_epoch = min(config.steps_per_epoch, steps_per_epoch)
     state = training.ResumeState(run_dir)
-    with scope:
+    with distribution.scope:
         model = build_model(config)
         if config.init and not state.resuming:
             initialise_from(model, config.init)
@@ -245,25 +258,24 @@ def train(config):
             print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
     if state.epoch >= config.epochs:
         print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
-    else:
-        print(
-            f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
-            f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
-            flush=True,
-        )
-        model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=config.epochs,
-            initial_epoch=state.epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=build_callbacks(config, run_dir, state, is_chief),
-            verbose=config.verbose,
-        )
-    return finish(config, run_dir, training.ResumeState(run_dir))
+        return finish(run_dir, state)
+    print(f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
+          f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.", flush=True)  # fmt: skip
+    fit_inputs = training.worker_datasets(distribution, train_data, val_data)
+    model.fit(
+        fit_inputs[0],
+        validation_data=fit_inputs[1],
+        validation_steps=validation_steps,
+        epochs=config.epochs,
+        initial_epoch=state.epoch,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=build_callbacks(config, run_dir, state, distribution.is_chief),
+        verbose=config.verbose if distribution.is_chief else 0,
+    )
+    return finish(run_dir, training.ResumeState(run_dir)) if distribution.is_chief else {}
 
 
-def finish(config, run_dir, state):
+def finish(run_dir, state):
     """Plot the curves, write summary.json and print where everything is."""
     import training
 

@@ -255,3 +255,39 @@ def plot_curves(rows, path):
     with atomic_path(path) as temp_path:
         figure.savefig(temp_path, dpi=100)
     plt.close(figure)
+
+
+def worker_datasets(distribution, train_data, val_data):
+    """The `fit` (train, validation) inputs of this process: the PyDatasets, or, in a
+    multi-worker run, tf.data pipelines over this worker's own shard.
+
+    Keras hands a generator-backed dataset to `experimental_distribute_dataset`,
+    whose automatic data sharding would make every worker load every batch and
+    keep one in `num_workers`. Here each worker loads only its own ids
+    (sharding off); the strategy splits each global batch into per-replica
+    pieces, so a worker consumes `batch_size / num_workers` of its images per
+    step, and every worker runs the same number of steps.
+    """
+    if distribution.num_workers == 1:
+        return train_data, val_data
+    return _unsharded_pipeline(train_data), _unsharded_pipeline(val_data)
+
+
+def _unsharded_pipeline(dataset):
+    import tensorflow as tf
+
+    signature = tuple(
+        tf.TensorSpec(shape=(None,) + tuple(array.shape[1:]), dtype=tf.as_dtype(array.dtype))
+        for array in dataset[0]
+    )
+
+    def batches():
+        while True:  # `fit` bounds each epoch with steps_per_epoch / validation_steps
+            for index in range(len(dataset)):
+                yield dataset[index]
+            dataset.on_epoch_end()
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    pipeline = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    return pipeline.with_options(options).prefetch(2)
