@@ -20,7 +20,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
 
 import config as config_lib
-from io_utils import check_writable_dir
+from io_utils import check_writable_dir, remove_stale_temp_files
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the run folder keeps the last finite epoch."""
 
 
 def parse_args(argv):
@@ -39,6 +43,8 @@ def prepare_run_dir(config):
     """Create the run folder, refuse a run folder of a different config, write config.yaml."""
     run_dir = Path(config.run_dir)
     check_writable_dir(run_dir)
+    for folder in (run_dir, run_dir / "backup"):  # left by a process killed mid-write
+        remove_stale_temp_files(folder)
     saved = run_dir / "config.yaml"
     if saved.exists() and (run_dir / "backup" / "state.json").exists():
         previous = config_lib.load_run_config(saved)
@@ -57,7 +63,9 @@ def prepare_run_dir(config):
 
 
 # Keys that may differ when a run is resumed: they do not change what is learned.
-RESUMABLE_CHANGES = {"epochs", "workers", "use_multiprocessing", "verbose", "tensorboard"}
+RESUMABLE_CHANGES = {
+    "epochs", "workers", "use_multiprocessing", "verbose", "tensorboard", "run_eagerly",
+}  # fmt: skip
 
 
 def ensure_dataset(config):
@@ -173,11 +181,15 @@ def build_model(config):
     )
 
 
-def initialise_from(model, path):
-    """Copy the weights of checkpoint `path` into `model` (`--init`)."""
+def load_init_checkpoint(config, state):
+    """The `--init` model, loaded before any slow work so a bad file fails fast."""
     from checkpoints import load_checkpoint
 
-    source = load_checkpoint(path)
+    return load_checkpoint(config.init) if config.init and not state.resuming else None
+
+
+def initialise_from(model, source, path):
+    """Copy the weights of the `--init` model `source` (read from `path`) into `model`."""
     source_weights, target_weights = source.get_weights(), model.get_weights()
     shapes_differ = len(source_weights) != len(target_weights) or any(
         a.shape != b.shape for a, b in zip(source_weights, target_weights, strict=False)
@@ -199,10 +211,11 @@ def compile_model(model, config, steps_per_epoch):
         loss=losses.build_loss(config.loss, config.target, config.focal_gamma),
         metrics=[metrics.SegmentationMeanIoU()],
         jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
+        run_eagerly=config.run_eagerly,
     )
 
 
-def build_callbacks(config, run_dir, state, is_chief):
+def build_callbacks(config, run_dir, state, is_chief, datasets=()):
     import keras
 
     import training
@@ -210,7 +223,9 @@ def build_callbacks(config, run_dir, state, is_chief):
     folder = run_dir if is_chief else run_dir / f".worker_{os.getpid()}"
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        training.RunFolderCallback(folder, state, is_chief=True),
+        training.RunFolderCallback(
+            folder, state, is_chief=True, bad_sample_sources=datasets
+        ),
     ]
     if config.tensorboard and is_chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
@@ -224,6 +239,8 @@ def train(config):
     import training
 
     run_dir = prepare_run_dir(config)
+    state = training.ResumeState(run_dir)
+    init_source = load_init_checkpoint(config, state)
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     ensure_dataset(config)
@@ -234,14 +251,15 @@ def train(config):
         if not config.steps_per_epoch
         else min(config.steps_per_epoch, len(train_data))
     )
-    state = training.ResumeState(run_dir)
     with scope:
         model = build_model(config)
-        if config.init and not state.resuming:
-            initialise_from(model, config.init)
+        if init_source is not None:
+            initialise_from(model, init_source, config.init)
         compile_model(model, config, steps_per_epoch)
         if state.resuming:
             state.restore(model)
+            if is_chief:
+                training.sync_run_folder(model, run_dir, state)
             print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
     if state.epoch >= config.epochs:
         print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
@@ -251,16 +269,29 @@ def train(config):
             f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
             flush=True,
         )
+        callbacks = build_callbacks(config, run_dir, state, is_chief, (train_data, val_data))
         model.fit(
             train_data,
             validation_data=val_data,
             epochs=config.epochs,
             initial_epoch=state.epoch,
             steps_per_epoch=steps_per_epoch,
-            callbacks=build_callbacks(config, run_dir, state, is_chief),
+            callbacks=callbacks,
             verbose=config.verbose,
         )
+        check_diverged(callbacks, run_dir)
     return finish(config, run_dir, training.ResumeState(run_dir))
+
+
+def check_diverged(callbacks, run_dir):
+    """Raise TrainingDivergedError if the run folder callback saw a NaN/inf loss."""
+    for callback in callbacks:
+        epoch = getattr(callback, "diverged_epoch", None)
+        if epoch is not None:
+            raise TrainingDivergedError(
+                f"loss became NaN or infinite in epoch {epoch}; {run_dir} keeps epoch "
+                f"{epoch - 1}. Lower learning_rate (or check the data), then rerun"
+            )
 
 
 def finish(config, run_dir, state):
@@ -309,6 +340,11 @@ def main(argv=None):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:
+        if os.environ.get("FACEPARSING_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"Done in {time.monotonic() - started:.0f}s.")
     return 0
 
