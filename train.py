@@ -8,6 +8,9 @@ and `--key=value` overrides any. The run folder (`run_dir`) receives the
 resolved `config.yaml`, `metrics.csv`, `best.keras` (best validation mIoU),
 `last.keras`, `backup/` and `curves.png`. Rerunning the same command after a
 crash or Ctrl-C resumes after the last completed epoch.
+
+Exit status: 0 done, 1 the loss became NaN/inf, 2 a usage error (one line on
+stderr; FACEPARSING_DEBUG=1 shows the traceback), 130 interrupted.
 """
 
 import argparse
