@@ -59,6 +59,22 @@ class DatasetError(ValueError):
     """A dataset file is missing, unreadable or has the wrong size or layout."""
 
 
+# What Pillow raises for a file it cannot decode. DecompressionBombError is not
+# an OSError: without it here a bomb would end a run with a traceback.
+UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _refuse_bombs(image, path):
+    # Pillow only warns between 1x and 2x its limit; a dataset file that large is
+    # never a genuine sample, so refuse it before decoding.
+    width, height = image.size
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise DatasetError(
+            f"{path} is {width}x{height} pixels, over the {Image.MAX_IMAGE_PIXELS}-pixel "
+            "limit (possible decompression bomb)"
+        )
+
+
 # ---------------------------------------------------------------------------
 # Paths
 # ---------------------------------------------------------------------------
@@ -139,7 +155,7 @@ def read_mask(path):
             return np.asarray(channel)
     except DatasetError:
         raise
-    except (OSError, SyntaxError, ValueError) as error:
+    except UNREADABLE_IMAGE_ERRORS as error:
         raise DatasetError(f"cannot read mask {path}: {error}") from error
 
 
@@ -216,7 +232,7 @@ class LabelCache:
                 label = np.asarray(entry)
         except FileNotFoundError:
             return None
-        except (OSError, SyntaxError, ValueError) as error:
+        except UNREADABLE_IMAGE_ERRORS as error:
             logger.warning("ignoring corrupt label cache entry %s: %s", path, error)
             return None
         if label.shape != (MASK_SIZE, MASK_SIZE) or label.max() >= NUM_CLASSES:
@@ -301,12 +317,15 @@ def load_image(root, image_id, size):
     path = image_path(root, image_id)
     try:
         with Image.open(path) as image:
+            _refuse_bombs(image, path)
             image.draft("RGB", (size, size))
             image = image.convert("RGB")
             if image.size != (size, size):
                 image = image.resize((size, size), Image.BILINEAR)
             return np.asarray(image)
-    except (OSError, SyntaxError, ValueError) as error:
+    except DatasetError:
+        raise
+    except UNREADABLE_IMAGE_ERRORS as error:
         raise DatasetError(f"cannot read image {path}: {error}") from error
 
 
@@ -723,13 +742,14 @@ def image_problems(root, image_id):
         return [f"missing image {path}"]
     try:
         with Image.open(path) as image:
+            _refuse_bombs(image, path)
             image.load()  # decodes everything, so truncated files fail here
             if image.size != (IMAGE_SIZE, IMAGE_SIZE):
                 return [
                     f"image {path} is {image.size[0]}x{image.size[1]}, "
                     f"expected {IMAGE_SIZE}x{IMAGE_SIZE}"
                 ]
-    except (OSError, SyntaxError, ValueError) as error:
+    except UNREADABLE_IMAGE_ERRORS as error:
         return [f"unreadable image {path}: {error}"]
     return []
 
@@ -782,19 +802,17 @@ def validate_split(root, ids, max_listed=5):
     `check_dataset` for a full scan.
 
     Raises:
-        DatasetError: listing the first `max_listed` problems and their count.
+        DatasetError: one line listing the first `max_listed` problems and their count.
     """
     problems = layout_problems(root)
     for image_id in ids if not problems else ():
         problems += _header_problems(root, image_id)
     if problems:
-        listed = "\n  ".join(problems[:max_listed])
-        more = (
-            f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
-        )
+        listed = "; ".join(problems[:max_listed])
+        more = f"; ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
         raise DatasetError(
-            f"{len(problems)} problem(s) in {root} (run `python data_generator.py check "
-            f"--data_root {root}` for a full scan):\n  {listed}{more}"
+            f"{len(problems)} problem(s) in {root}: {listed}{more} (run `python data_generator.py "
+            f"check --data_root {root}` for a full scan)"
         )
 
 
@@ -813,7 +831,7 @@ def _header_problems(root, image_id):
                     )
         except FileNotFoundError:
             problems.append(f"missing file {path}")
-        except (OSError, SyntaxError, ValueError) as error:
+        except UNREADABLE_IMAGE_ERRORS as error:
             problems.append(f"unreadable file {path}: {error}")
     return problems
 

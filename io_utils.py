@@ -2,8 +2,14 @@
 
 import contextlib
 import os
+import signal
 import tempfile
 from pathlib import Path
+
+# Test hook (tests/test_reliability.py): when set to a file name, the process
+# kills itself with SIGKILL after writing that file's temporary copy and before
+# the rename, the worst moment for a crash. Unset in normal use.
+KILL_DURING_SAVE_ENV = "FACEPARSING_TEST_KILL_DURING_SAVE"
 
 
 @contextlib.contextmanager
@@ -23,10 +29,22 @@ def atomic_path(path, suffix=None):
     os.unlink(temp_name)  # writers such as Keras refuse to overwrite without asking
     try:
         yield Path(temp_name)
+        if os.environ.get(KILL_DURING_SAVE_ENV) == path.name:
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(temp_name, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
+
+
+def remove_stale_temp_files(folder):
+    """Delete temporary files that `atomic_path` left behind in `folder` when killed.
+
+    Call it only when no other process is writing to `folder`.
+    """
+    for stale in Path(folder).glob(".*.tmp*"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
 
 
 def atomic_write_text(path, text):

@@ -28,6 +28,7 @@ from data_generator import (
     part_path,
 )
 from face_classes import PART_NAMES
+from io_utils import atomic_path, atomic_write_text
 
 # Probability that an image shows each rare part (CelebAMask-HQ is similar).
 RARE_PART_PROBABILITY = {"eye_g": 0.15, "hat": 0.12, "ear_r": 0.15, "neck_l": 0.12}
@@ -373,7 +374,7 @@ def write_mapping(root, image_ids):
         orig_idx = orig_idx_for(image_id)
         rows[image_id] = f"{image_id} {orig_idx} {orig_idx + 1:06d}.jpg"
     lines = ["idx orig_idx orig_file"] + [rows[image_id] for image_id in sorted(rows)]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def write_face(root, image_id, seed):
@@ -386,11 +387,13 @@ def write_face(root, image_id, seed):
         path = part_path(root, image_id, part)
         path.parent.mkdir(parents=True, exist_ok=True)
         white = np.where(mask, 255, 0).astype(np.uint8)
-        Image.fromarray(np.stack([white] * 3, axis=-1)).save(path, compress_level=1)
+        with atomic_path(path) as temp_path:
+            Image.fromarray(np.stack([white] * 3, axis=-1)).save(temp_path, compress_level=1)
     path = image_path(root, image_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     full_size = Image.fromarray(image).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-    full_size.save(path, quality=JPEG_QUALITY)
+    with atomic_path(path) as temp_path:
+        full_size.save(temp_path, quality=JPEG_QUALITY)
 
 
 def make_demo_dataset(root, num_images, seed=0, start_id=0):

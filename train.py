@@ -8,6 +8,9 @@ and `--key=value` overrides any. The run folder (`run_dir`) receives the
 resolved `config.yaml`, `metrics.csv`, `best.keras` (best validation mIoU),
 `last.keras`, `backup/` and `curves.png`. Rerunning the same command after a
 crash or Ctrl-C resumes after the last completed epoch.
+
+Exit status: 0 done, 1 the loss became NaN/inf, 2 a usage error (one line on
+stderr; FACEPARSING_DEBUG=1 shows the traceback), 130 interrupted.
 """
 
 import argparse
@@ -21,7 +24,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
 
 import config as config_lib
-from io_utils import check_writable_dir
+from io_utils import check_writable_dir, remove_stale_temp_files
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the run folder keeps the last finite epoch."""
 
 
 def parse_args(argv):
@@ -42,6 +49,8 @@ def prepare_run_dir(config, is_chief=True):
     if not is_chief:
         return run_dir
     check_writable_dir(run_dir)
+    for folder in (run_dir, run_dir / "backup"):  # left by a process killed mid-write
+        remove_stale_temp_files(folder)
     saved = run_dir / "config.yaml"
     if saved.exists() and (run_dir / "backup" / "state.json").exists():
         previous = config_lib.load_run_config(saved)
@@ -60,7 +69,9 @@ def prepare_run_dir(config, is_chief=True):
 
 
 # Keys that may differ when a run is resumed: they do not change what is learned.
-RESUMABLE_CHANGES = {"epochs", "workers", "use_multiprocessing", "verbose", "tensorboard"}
+RESUMABLE_CHANGES = {
+    "epochs", "workers", "use_multiprocessing", "verbose", "tensorboard", "run_eagerly",
+}  # fmt: skip
 
 
 def ensure_dataset(config):
@@ -96,6 +107,24 @@ def select_ids(config, split, limit, distribution):
     return ids, math.ceil(smallest_shard / (config.batch_size // distribution.num_workers))
 
 
+def label_cache_dir(config):
+    """Where merged labels are cached: `cache_dir`, else `<data_root>/.label_cache`
+    when that is writable (a read-only dataset simply runs without a cache)."""
+    if config.cache_dir.lower() == "none":
+        return None
+    folder = Path(config.cache_dir) if config.cache_dir else Path(config.data_root) / ".label_cache"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = None
+    if folder is None or not os.access(folder, os.W_OK):
+        if config.cache_dir:
+            raise OSError(f"cache_dir {config.cache_dir} is not writable")
+        print(f"Note: {config.data_root} is not writable; merged labels will not be cached.")
+        return None
+    return str(folder)
+
+
 def build_datasets(config, distribution):
     from data_generator import CelebAMaskHQ
 
@@ -103,7 +132,7 @@ def build_datasets(config, distribution):
         batch_size=config.batch_size,
         image_size=config.image_size,
         target=config.target,
-        cache_dir=config.cache_dir or None,
+        cache_dir=label_cache_dir(config),
         skip_bad_samples=config.skip_bad_samples,
         workers=config.workers,
         use_multiprocessing=config.use_multiprocessing,
@@ -188,11 +217,15 @@ def build_model(config):
     )
 
 
-def initialise_from(model, path):
-    """Copy the weights of checkpoint `path` into `model` (`--init`)."""
+def load_init_checkpoint(config, state):
+    """The `--init` model, loaded before any slow work so a bad file fails fast."""
     from checkpoints import load_checkpoint
 
-    source = load_checkpoint(path)
+    return load_checkpoint(config.init) if config.init and not state.resuming else None
+
+
+def initialise_from(model, source, path):
+    """Copy the weights of the `--init` model `source` (read from `path`) into `model`."""
     source_weights, target_weights = source.get_weights(), model.get_weights()
     shapes_differ = len(source_weights) != len(target_weights) or any(
         a.shape != b.shape for a, b in zip(source_weights, target_weights, strict=False)
@@ -214,18 +247,18 @@ def compile_model(model, config, steps_per_epoch):
         loss=losses.build_loss(config.loss, config.target, config.focal_gamma),
         metrics=[metrics.SegmentationMeanIoU()],
         jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
+        run_eagerly=config.run_eagerly,
     )
 
 
-def build_callbacks(config, run_dir, state, is_chief):
+def build_callbacks(config, run_dir, state, is_chief, datasets=()):
     import keras
 
     import training
 
-    folder = run_dir if is_chief else run_dir / f".worker_{os.getpid()}"
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        training.RunFolderCallback(folder, state, is_chief=True),
+        training.RunFolderCallback(run_dir, state, is_chief=is_chief, bad_sample_sources=datasets),
     ]
     if config.tensorboard and is_chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
@@ -241,38 +274,59 @@ def train(config):
     # A multi-worker strategy must exist before TensorFlow runs any operation.
     distribution = Distribution(config)
     run_dir = prepare_run_dir(config, distribution.is_chief)
+    state = training.ResumeState(run_dir)
+    init_source = load_init_checkpoint(config, state)
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     ensure_dataset(config)
     train_data, val_data, steps_per_epoch, validation_steps = build_datasets(config, distribution)
     if config.steps_per_epoch:
         steps_per_epoch = min(config.steps_per_epoch, steps_per_epoch)
-    state = training.ResumeState(run_dir)
     with distribution.scope:
         model = build_model(config)
-        if config.init and not state.resuming:
-            initialise_from(model, config.init)
+        if init_source is not None:
+            initialise_from(model, init_source, config.init)
         compile_model(model, config, steps_per_epoch)
         if state.resuming:
             state.restore(model)
+            if distribution.is_chief:
+                training.sync_run_folder(model, run_dir, state)
             print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
     if state.epoch >= config.epochs:
         print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
-        return finish(run_dir, state)
-    print(f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
-          f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.", flush=True)  # fmt: skip
-    fit_inputs = training.worker_datasets(distribution, train_data, val_data)
-    model.fit(
-        fit_inputs[0],
-        validation_data=fit_inputs[1],
-        validation_steps=validation_steps,
-        epochs=config.epochs,
-        initial_epoch=state.epoch,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=build_callbacks(config, run_dir, state, distribution.is_chief),
-        verbose=config.verbose if distribution.is_chief else 0,
-    )
+    else:
+        print(
+            f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
+            f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
+            flush=True,
+        )
+        # Same shuffling and augmentation on a resumed run as on an uninterrupted one.
+        train_data.set_epoch(state.epoch)
+        callbacks = build_callbacks(config, run_dir, state, distribution.is_chief, (train_data, val_data))
+        fit_inputs = training.worker_datasets(distribution, train_data, val_data)
+        model.fit(
+            fit_inputs[0],
+            validation_data=fit_inputs[1],
+            validation_steps=validation_steps,
+            epochs=config.epochs,
+            initial_epoch=state.epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose if distribution.is_chief else 0,
+        )
+        check_diverged(callbacks, run_dir)
     return finish(run_dir, training.ResumeState(run_dir)) if distribution.is_chief else {}
+
+
+def check_diverged(callbacks, run_dir):
+    """Raise TrainingDivergedError if the run folder callback saw a NaN/inf loss."""
+    for callback in callbacks:
+        epoch = getattr(callback, "diverged_epoch", None)
+        if epoch is not None:
+            raise TrainingDivergedError(
+                f"loss became NaN or infinite in epoch {epoch}; {run_dir} keeps epoch "
+                f"{epoch - 1}. Lower learning_rate (or check the data), then rerun"
+            )
 
 
 def finish(run_dir, state):
@@ -321,6 +375,11 @@ def main(argv=None):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:
+        if os.environ.get("FACEPARSING_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"Done in {time.monotonic() - started:.0f}s.")
     return 0
 

@@ -3,6 +3,9 @@
 The run folder holds `config.yaml`, `metrics.csv`, `best.keras`, `last.keras`,
 `backup/` (what a rerun resumes from) and `curves.png`. Every file is written
 atomically, so a kill at any moment leaves the previous or the new version.
+After each epoch the resume state is committed first; metrics.csv, last.keras
+and best.keras are derived from it and rewritten when a run resumes, so they
+never get ahead of what a rerun will continue from.
 """
 
 import csv
@@ -163,7 +166,12 @@ class ResumeState:
 
 
 class RunFolderCallback(keras.callbacks.Callback):
-    """After every epoch: metrics.csv, last.keras, best.keras, resume state, a summary line.
+    """After every epoch: resume state, metrics.csv, last.keras, best.keras, a summary line.
+
+    An epoch whose loss is NaN or infinite is not saved (`diverged_epoch` records
+    it), so a rerun resumes from the last finite weights. Datasets given in
+    `bad_sample_sources` that skip unreadable samples add a `skipped_samples`
+    column (distinct samples skipped so far) and a line naming them.
 
     Args:
         run_dir: path. The run folder.
@@ -171,17 +179,31 @@ class RunFolderCallback(keras.callbacks.Callback):
         monitor: str. Metric that picks `best.keras`; higher is better.
         is_chief: bool. Only the chief worker writes files (multi-worker runs).
         print_fn: callable. Where the per-epoch summary line goes.
+        bad_sample_sources: sequence of CelebAMaskHQ. Datasets whose
+            `bad_samples` are reported. Defaults to none.
     """
 
-    def __init__(self, run_dir, state, monitor="val_miou", is_chief=True, print_fn=print):
+    def __init__(
+        self,
+        run_dir,
+        state,
+        monitor="val_miou",
+        is_chief=True,
+        print_fn=print,
+        bad_sample_sources=(),
+    ):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.state = state
         self.monitor = monitor
         self.is_chief = is_chief
         self.print_fn = print_fn
+        self.bad_sample_sources = [
+            dataset for dataset in bad_sample_sources if getattr(dataset, "skip_bad_samples", False)
+        ]
         self.rows = [row for row in state.rows if row["epoch"] <= state.epoch]
         self.best = state.best
+        self.diverged_epoch = None
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -197,6 +219,12 @@ class RunFolderCallback(keras.callbacks.Callback):
         row.update({key: float(value) for key, value in logs.items() if key != "learning_rate"})
         row["learning_rate"] = current_learning_rate(self.model.optimizer)
         row["seconds"] = time.monotonic() - self._epoch_start
+        if "loss" in row and not np.isfinite(row["loss"]):
+            self.diverged_epoch = row["epoch"]
+            self.model.stop_training = True
+            return
+        if self.bad_sample_sources:
+            row["skipped_samples"] = self._report_bad_samples()
         self.rows.append(row)
         score = row.get(self.monitor)
         improved = (
@@ -208,12 +236,21 @@ class RunFolderCallback(keras.callbacks.Callback):
             self._write(row, improved)
         self.print_fn(self._summary(row, improved))
 
+    def _report_bad_samples(self):
+        bad = [bad for dataset in self.bad_sample_sources for bad in dataset.bad_samples]
+        if bad:
+            listed = "; ".join(reason for _, reason in bad[:5])
+            more = f"; ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+            self.print_fn(f"skipped {len(bad)} unreadable samples: {listed}{more}")
+        return len(bad)
+
     def _write(self, row, improved):
+        # The resume state is the commit point; the other files follow from it.
+        self.state.save(self.model, row["epoch"], self.rows, self.best)
         write_metrics_csv(self.run_dir / "metrics.csv", self.rows)
         save_model_atomic(self.model, self.run_dir / "last.keras")
         if improved:
             save_model_atomic(self.model, self.run_dir / "best.keras")
-        self.state.save(self.model, row["epoch"], self.rows, self.best)
 
     def _summary(self, row, improved):
         parts = [f"epoch {row['epoch']}"]
@@ -225,6 +262,20 @@ class RunFolderCallback(keras.callbacks.Callback):
         if improved:
             parts.append("(best)")
         return " | ".join(parts)
+
+
+def sync_run_folder(model, run_dir, state, monitor="val_miou"):
+    """Rewrite metrics.csv, last.keras (and best.keras if it is the last epoch) from `state`.
+
+    A kill between committing the resume state and writing these files leaves
+    them one epoch behind; call this after `state.restore(model)`.
+    """
+    run_dir = Path(run_dir)
+    write_metrics_csv(run_dir / "metrics.csv", state.rows)
+    save_model_atomic(model, run_dir / "last.keras")
+    best_epochs = [row["epoch"] for row in state.rows if row.get(monitor) == state.best]
+    if best_epochs and best_epochs[0] == state.epoch:
+        save_model_atomic(model, run_dir / "best.keras")
 
 
 def save_model_atomic(model, path):

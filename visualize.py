@@ -198,6 +198,8 @@ def run(args):
         visualize_dataset(model, args.data_root, args.split, args.num, args.seed, size, out_dir, args.alpha)
         return 0
     problems = visualize_photos(model, paths, size, out_dir, args.alpha, args.save_masks)
+    if len(problems) == len(paths) == 1:
+        raise ValueError(problems[0])  # the one photo asked for is unusable: a usage error
     if problems:
         print(f"{len(problems)} of {len(paths)} files could not be processed:", file=sys.stderr)
         for problem in problems:
