@@ -35,7 +35,8 @@ RARE_PART_PROBABILITY = {"eye_g": 0.15, "hat": 0.12, "ear_r": 0.15, "neck_l": 0.
 MOUTH_OPEN_PROBABILITY = 0.5
 BALD_PROBABILITY = 0.05
 # Thinnest parts (lips, brows, jewellery) are this thick in face units; faces
-# are drawn at scale >= 0.8, so at 512x512 they stay >= 16 px thick.
+# are drawn at scale >= 1.05 (faces fill about half the frame, as in CelebA-HQ),
+# so at 512x512 they stay >= 20 px thick.
 MIN_THICKNESS = 20
 JPEG_QUALITY = 90
 
@@ -74,7 +75,7 @@ def mirror(points):
 def random_pose(rng):
     return {
         "center": np.array([256 + rng.uniform(-30, 30), 235 + rng.uniform(-20, 20)]),
-        "scale": rng.uniform(0.8, 1.0),
+        "scale": rng.uniform(1.05, 1.25),
         "angle": np.deg2rad(rng.uniform(-12, 12)),
     }
 

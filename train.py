@@ -15,7 +15,6 @@ stderr; FACEPARSING_DEBUG=1 shows the traceback), 130 interrupted.
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -43,11 +42,9 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
-def prepare_run_dir(config, is_chief=True):
+def prepare_run_dir(config):
     """Create the run folder, refuse a run folder of a different config, write config.yaml."""
     run_dir = Path(config.run_dir)
-    if not is_chief:
-        return run_dir
     check_writable_dir(run_dir)
     for folder in (run_dir, run_dir / "backup"):  # left by a process killed mid-write
         remove_stale_temp_files(folder)
@@ -88,23 +85,17 @@ def ensure_dataset(config):
         )
 
 
-def select_ids(config, split, limit, distribution):
-    """Ids of a split, capped at `limit` (0 = all), then this worker's shard.
-
-    Returns the shard and the number of batches every worker runs per pass:
-    the same on all workers (the smallest shard's), as collectives require.
-    """
+def select_ids(config, split, limit):
+    """Ids of a split, capped at `limit` (0 = all), checked quickly before training."""
     from data_generator import split_ids, validate_split
 
     ids = split_ids(config.data_root, split)
     if limit:
         ids = ids[:limit]
-    smallest_shard = len(ids) // distribution.num_workers
-    ids = ids[distribution.worker_index :: distribution.num_workers]
-    if not ids or not smallest_shard:
-        raise ValueError(f"split '{split}' of {config.data_root} has too few images ({len(ids)})")
+    if not ids:
+        raise ValueError(f"split '{split}' of {config.data_root} has no images")
     validate_split(config.data_root, ids)
-    return ids, math.ceil(smallest_shard / (config.batch_size // distribution.num_workers))
+    return ids
 
 
 def label_cache_dir(config):
@@ -125,7 +116,7 @@ def label_cache_dir(config):
     return str(folder)
 
 
-def build_datasets(config, distribution):
+def build_datasets(config):
     from data_generator import CelebAMaskHQ
 
     common = dict(
@@ -138,65 +129,50 @@ def build_datasets(config, distribution):
         use_multiprocessing=config.use_multiprocessing,
     )
     class_weights = None if config.class_weights == "none" else config.class_weights
-    train_ids, train_steps = select_ids(config, config.train_split, config.max_train_images, distribution)
+    train_ids = select_ids(config, config.train_split, config.max_train_images)
     train_data = CelebAMaskHQ(
         config.data_root, split=config.train_split, ids=train_ids, class_weights=class_weights,
         max_weight=config.max_class_weight or None, augment=config.augment, shuffle=True,
         seed=config.seed, **common,
     )  # fmt: skip
-    val_ids, val_steps = select_ids(config, config.val_split, config.max_val_images, distribution)
+    val_ids = select_ids(config, config.val_split, config.max_val_images)
     val_data = CelebAMaskHQ(
         config.data_root, split=config.val_split, ids=val_ids, augment=False, shuffle=False,
         seed=config.seed, **common,
     )  # fmt: skip
-    return train_data, val_data, train_steps, val_steps
+    return train_data, val_data
 
 
-class Distribution:
-    """How this process takes part in training, from `config.distribute`.
+def distribution_scope(config):
+    """The scope under which the model is built for `config.distribute`."""
+    import contextlib
 
-    Attributes:
-        scope: context manager under which the model is built and compiled.
-        strategy: the tf.distribute strategy, or None.
-        is_chief: whether this process writes the run folder.
-        num_workers, worker_index: this worker's shard of the data.
-    """
+    import keras
 
-    def __init__(self, config):
-        import contextlib
+    if config.distribute == "none":
+        return contextlib.nullcontext()
+    backend = keras.backend.backend()
+    if config.distribute == "data_parallel":
+        if backend != "jax":
+            raise ValueError("distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow")
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    if config.distribute == "multiworker":
+        raise ValueError(
+            "distribute=multiworker: Keras 3's fit does not run under TensorFlow's "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585); use mirrored on one machine"
+        )
+    if backend != "tensorflow":
+        raise ValueError("distribute=mirrored needs KERAS_BACKEND=tensorflow; use data_parallel with JAX")
+    import tensorflow as tf
 
-        import keras
-
-        self.strategy, self.is_chief, self.num_workers, self.worker_index = None, True, 1, 0
-        self.scope = contextlib.nullcontext()
-        if config.distribute == "none":
-            return
-        backend = keras.backend.backend()
-        if config.distribute == "data_parallel":
-            if backend != "jax":
-                raise ValueError("distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow")
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
-            return
-        if backend != "tensorflow":
-            raise ValueError(f"distribute={config.distribute} needs KERAS_BACKEND=tensorflow; use data_parallel with JAX")
-        import tensorflow as tf
-
-        if config.distribute == "mirrored":
-            self.strategy = tf.distribute.MirroredStrategy()
-        else:
-            self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
-            resolver = self.strategy.cluster_resolver
-            self.worker_index = resolver.task_id or 0
-            self.num_workers = max(len(resolver.cluster_spec().as_dict().get("worker", [])), 1)
-            self.is_chief = self.worker_index == 0
-        if config.batch_size % self.strategy.num_replicas_in_sync:
-            raise ValueError(
-                f"batch_size {config.batch_size} must be a multiple of the "
-                f"{self.strategy.num_replicas_in_sync} replicas"
-            )
-        self.scope = self.strategy.scope()
-        print(f"Distributing over {self.strategy.num_replicas_in_sync} replicas "
-              f"(worker {self.worker_index} of {self.num_workers}).", flush=True)  # fmt: skip
+    strategy = tf.distribute.MirroredStrategy()
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} replicas"
+        )
+    print(f"Distributing over {strategy.num_replicas_in_sync} replicas.", flush=True)
+    return strategy.scope()
 
 
 def build_model(config):
@@ -251,16 +227,16 @@ def compile_model(model, config, steps_per_epoch):
     )
 
 
-def build_callbacks(config, run_dir, state, is_chief, datasets=()):
+def build_callbacks(config, run_dir, state, datasets=()):
     import keras
 
     import training
 
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        training.RunFolderCallback(run_dir, state, is_chief=is_chief, bad_sample_sources=datasets),
+        training.RunFolderCallback(run_dir, state, bad_sample_sources=datasets),
     ]
-    if config.tensorboard and is_chief:
+    if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     return callbacks
 
@@ -271,26 +247,22 @@ def train(config):
 
     import training
 
-    # A multi-worker strategy must exist before TensorFlow runs any operation.
-    distribution = Distribution(config)
-    run_dir = prepare_run_dir(config, distribution.is_chief)
+    run_dir = prepare_run_dir(config)
     state = training.ResumeState(run_dir)
     init_source = load_init_checkpoint(config, state)
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     ensure_dataset(config)
-    train_data, val_data, steps_per_epoch, validation_steps = build_datasets(config, distribution)
-    if config.steps_per_epoch:
-        steps_per_epoch = min(config.steps_per_epoch, steps_per_epoch)
-    with distribution.scope:
+    train_data, val_data = build_datasets(config)
+    steps_per_epoch = min(config.steps_per_epoch or len(train_data), len(train_data))
+    with distribution_scope(config):
         model = build_model(config)
         if init_source is not None:
             initialise_from(model, init_source, config.init)
         compile_model(model, config, steps_per_epoch)
         if state.resuming:
             state.restore(model)
-            if distribution.is_chief:
-                training.sync_run_folder(model, run_dir, state)
+            training.sync_run_folder(model, run_dir, state)
             print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
     if state.epoch >= config.epochs:
         print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
@@ -302,20 +274,18 @@ def train(config):
         )
         # Same shuffling and augmentation on a resumed run as on an uninterrupted one.
         train_data.set_epoch(state.epoch)
-        callbacks = build_callbacks(config, run_dir, state, distribution.is_chief, (train_data, val_data))
-        fit_inputs = training.worker_datasets(distribution, train_data, val_data)
+        callbacks = build_callbacks(config, run_dir, state, (train_data, val_data))
         model.fit(
-            fit_inputs[0],
-            validation_data=fit_inputs[1],
-            validation_steps=validation_steps,
+            train_data,
+            validation_data=val_data,
             epochs=config.epochs,
             initial_epoch=state.epoch,
             steps_per_epoch=steps_per_epoch,
             callbacks=callbacks,
-            verbose=config.verbose if distribution.is_chief else 0,
+            verbose=config.verbose,
         )
         check_diverged(callbacks, run_dir)
-    return finish(run_dir, training.ResumeState(run_dir)) if distribution.is_chief else {}
+    return finish(run_dir, training.ResumeState(run_dir))
 
 
 def check_diverged(callbacks, run_dir):

@@ -177,7 +177,6 @@ class RunFolderCallback(keras.callbacks.Callback):
         run_dir: path. The run folder.
         state: ResumeState. Holds rows of earlier epochs when resuming.
         monitor: str. Metric that picks `best.keras`; higher is better.
-        is_chief: bool. Only the chief worker writes files (multi-worker runs).
         print_fn: callable. Where the per-epoch summary line goes.
         bad_sample_sources: sequence of CelebAMaskHQ. Datasets whose
             `bad_samples` are reported. Defaults to none.
@@ -188,7 +187,6 @@ class RunFolderCallback(keras.callbacks.Callback):
         run_dir,
         state,
         monitor="val_miou",
-        is_chief=True,
         print_fn=print,
         bad_sample_sources=(),
     ):
@@ -196,7 +194,6 @@ class RunFolderCallback(keras.callbacks.Callback):
         self.run_dir = Path(run_dir)
         self.state = state
         self.monitor = monitor
-        self.is_chief = is_chief
         self.print_fn = print_fn
         self.bad_sample_sources = [
             dataset for dataset in bad_sample_sources if getattr(dataset, "skip_bad_samples", False)
@@ -232,8 +229,7 @@ class RunFolderCallback(keras.callbacks.Callback):
         )
         if improved:
             self.best = score
-        if self.is_chief:
-            self._write(row, improved)
+        self._write(row, improved)
         self.print_fn(self._summary(row, improved))
 
     def _report_bad_samples(self):
@@ -306,39 +302,3 @@ def plot_curves(rows, path):
     with atomic_path(path) as temp_path:
         figure.savefig(temp_path, dpi=100)
     plt.close(figure)
-
-
-def worker_datasets(distribution, train_data, val_data):
-    """The `fit` (train, validation) inputs of this process: the PyDatasets, or, in a
-    multi-worker run, tf.data pipelines over this worker's own shard.
-
-    Keras hands a generator-backed dataset to `experimental_distribute_dataset`,
-    whose automatic data sharding would make every worker load every batch and
-    keep one in `num_workers`. Here each worker loads only its own ids
-    (sharding off); the strategy splits each global batch into per-replica
-    pieces, so a worker consumes `batch_size / num_workers` of its images per
-    step, and every worker runs the same number of steps.
-    """
-    if distribution.num_workers == 1:
-        return train_data, val_data
-    return _unsharded_pipeline(train_data), _unsharded_pipeline(val_data)
-
-
-def _unsharded_pipeline(dataset):
-    import tensorflow as tf
-
-    signature = tuple(
-        tf.TensorSpec(shape=(None,) + tuple(array.shape[1:]), dtype=tf.as_dtype(array.dtype))
-        for array in dataset[0]
-    )
-
-    def batches():
-        while True:  # `fit` bounds each epoch with steps_per_epoch / validation_steps
-            for index in range(len(dataset)):
-                yield dataset[index]
-            dataset.on_epoch_end()
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    pipeline = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    return pipeline.with_options(options).prefetch(2)
