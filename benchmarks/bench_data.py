@@ -148,9 +148,7 @@ def print_table(size, rates, workers_list):
         cells = " | ".join(f"{rates[name, w]:.1f}" for w in workers_list)
         print(f"| {name} | {cells} |")
     for name in names[1:]:
-        cells = " | ".join(
-            f"{rates[name, w] / rates['baseline', w]:.2f}x" for w in workers_list
-        )
+        cells = " | ".join(f"{rates[name, w] / rates['baseline', w]:.2f}x" for w in workers_list)
         print(f"| ratio {name} / baseline | {cells} |")
     for name in names:
         first, last = workers_list[0], workers_list[-1]

@@ -49,16 +49,25 @@ SMOKE_CONFIG = BenchConfig("mobilenetv2", 32, 2, alpha=0.35, filters=16)
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["tensorflow", "jax"], default=None,
-                        help="Keras backend (re-executes with KERAS_BACKEND set)")
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS),
-                        default=["mobilenetv2", "resnet50"])
+    parser.add_argument(
+        "--backend",
+        choices=["tensorflow", "jax"],
+        default=None,
+        help="Keras backend (re-executes with KERAS_BACKEND set)",
+    )
+    parser.add_argument(
+        "--configs", nargs="+", choices=sorted(CONFIGS), default=["mobilenetv2", "resnet50"]
+    )
     parser.add_argument("--output-stride", type=int, default=16, choices=[8, 16])
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--rows", nargs="+", default=["ours", "stock", "example", "keras-hub"],
-                        choices=["ours", "stock", "example", "keras-hub"])
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=["ours", "stock", "example", "keras-hub"],
+        choices=["ours", "stock", "example", "keras-hub"],
+    )
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--smoke", action="store_true", help="tiny run for the tests")
     return parser.parse_args(argv)  # fmt: skip

@@ -35,8 +35,12 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=16, help="size it to the GPU memory")
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--peak-flops", type=float, default=H100_DENSE_BF16_FLOPS,
-                        help="peak bf16 FLOP/s of the accelerator (default: H100 dense)")
+    parser.add_argument(
+        "--peak-flops",
+        type=float,
+        default=H100_DENSE_BF16_FLOPS,
+        help="peak bf16 FLOP/s of the accelerator (default: H100 dense)",
+    )
     parser.add_argument("--policy", default="mixed_bfloat16", help="Keras dtype policy")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 2 steps (CPU ok)")
     args = parser.parse_args(argv)  # fmt: skip
@@ -66,7 +70,9 @@ def make_train_step(model, optimizer):
     loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def loss_fn(trainable, non_trainable, images, labels):
-        logits, non_trainable = model.stateless_call(trainable, non_trainable, images, training=True)
+        logits, non_trainable = model.stateless_call(
+            trainable, non_trainable, images, training=True
+        )
         return loss_object(labels, logits), non_trainable
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -123,12 +129,16 @@ def main(argv=None):
     multiply_adds = deeplab.count_multiply_adds(model)
     images_per_second, loss = time_training(model, args)
     flops = 2 * multiply_adds * 3 * images_per_second
-    print("| backbone | OS | size | batch | GMACs/img | train img/s | TFLOP/s | peak TFLOP/s "
-          "| fraction of peak |")
+    print(
+        "| backbone | OS | size | batch | GMACs/img | train img/s | TFLOP/s | peak TFLOP/s "
+        "| fraction of peak |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.backbone} | {args.output_stride} | {args.image_size} | {args.batch_size} "
-          f"| {multiply_adds / 1e9:.1f} | {images_per_second:.2f} | {flops / 1e12:.2f} "
-          f"| {args.peak_flops / 1e12:.0f} | {flops / args.peak_flops:.1%} |")
+    print(
+        f"| {args.backbone} | {args.output_stride} | {args.image_size} | {args.batch_size} "
+        f"| {multiply_adds / 1e9:.1f} | {images_per_second:.2f} | {flops / 1e12:.2f} "
+        f"| {args.peak_flops / 1e12:.0f} | {flops / args.peak_flops:.1%} |"
+    )
     print(f"final loss {loss:.3f}")  # a NaN here means the bf16 step is broken
     return 0
 
