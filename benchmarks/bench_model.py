@@ -243,25 +243,25 @@ def time_rows(models, batch, args, batch_size):
     return best
 
 
-def print_table(config, output_stride, results, skipped):
+def print_table(config, output_stride, results, skipped, gmacs):
     print(f"\n### {config.backbone} (alpha {config.alpha}), {config.image_size}x"
           f"{config.image_size}, batch {config.batch_size}, output stride {output_stride}")  # fmt: skip
-    print("| model | train img/s | predict img/s | ours / row (train) | ours / row (predict) |")
-    print("|---|---|---|---|---|")
+    print("| model | GMACs/img | train img/s | predict img/s | ours / row (train) "
+          "| ours / row (predict) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     ours = results.get("ours")
     for name, (train, predict) in results.items():
-        if ours:
-            ratios = f"{ours[0] / train:.2f}x | {ours[1] / predict:.2f}x"
-        else:
-            ratios = "- | -"
-        print(f"| {ROW_TITLES[name]} | {train:.2f} | {predict:.2f} | {ratios} |")
+        ratios = f"{ours[0] / train:.2f}x | {ours[1] / predict:.2f}x" if ours else "- | -"
+        print(f"| {ROW_TITLES[name]} | {gmacs[name]:.2f} | {train:.2f} | {predict:.2f} "
+              f"| {ratios} |")  # fmt: skip
     for name, reason in skipped.items():
-        print(f"| {ROW_TITLES[name]} | {reason} | | | |")
+        print(f"| {ROW_TITLES[name]} | | {reason} | | | |")
 
 
 def run_config(config, args):
     import keras
 
+    import deeplab
     from face_classes import NUM_CLASSES
 
     keras.backend.clear_session()
@@ -270,8 +270,10 @@ def run_config(config, args):
     skipped = {name: reason for name, reason in built.items() if isinstance(reason, str)}
     for model in models.values():
         compile_model(model, args.jit_compile)
+    # Multiply-adds of convolutions and dense layers: the rows differ in architecture.
+    gmacs = {name: deeplab.count_multiply_adds(model) / 1e9 for name, model in models.items()}
     results = time_rows(models, make_batch(config, NUM_CLASSES), args, config.batch_size)
-    print_table(config, args.output_stride, results, skipped)
+    print_table(config, args.output_stride, results, skipped, gmacs)
 
 
 def main(argv=None):
