@@ -42,8 +42,11 @@ def parse_args(argv):
         help="peak bf16 FLOP/s of the accelerator (default: H100 dense)",
     )
     parser.add_argument("--policy", default="mixed_bfloat16", help="Keras dtype policy")
+    # XLA runs dilated convolutions natively; on JAX (CPU) the space-to-batch layers were
+    # slower (benchmarks/RESULTS.md), so the stock layers are the default here.
+    parser.add_argument("--fast-atrous", action="store_true", help="space-to-batch atrous layers")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 2 steps (CPU ok)")
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     if args.smoke:
         args.backbone, args.image_size, args.batch_size = "mobilenetv2", 32, 2
         # XLA on CPU compiles a bfloat16 graph several times slower than a float32 one.
@@ -58,7 +61,8 @@ def build_model(args):
     small = {"alpha": 0.35, "aspp_filters": 16, "decoder_filters": 16} if args.smoke else {}
     return deeplab.DeepLabV3Plus(
         backbone=args.backbone, output_stride=args.output_stride, weights=None,
-        input_shape=(args.image_size, args.image_size, 3), **small,
+        input_shape=(args.image_size, args.image_size, 3), fast_atrous=args.fast_atrous,
+        **small,
     )  # fmt: skip
 
 
@@ -124,7 +128,8 @@ def main(argv=None):
     import deeplab
 
     keras.mixed_precision.set_global_policy(args.policy)
-    print(f"backend {keras.backend.backend()}, devices {jax.devices()}, policy {args.policy}")
+    print(f"backend {keras.backend.backend()}, devices {jax.devices()}, policy {args.policy}, "
+          f"fast_atrous={args.fast_atrous}")  # fmt: skip
     model = build_model(args)
     multiply_adds = deeplab.count_multiply_adds(model)
     images_per_second, loss = time_training(model, args)
