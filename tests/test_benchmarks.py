@@ -1,0 +1,26 @@
+"""Each benchmark's --smoke mode runs and prints its table (no performance assertions)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+SMOKE_RUNS = {
+    "bench_data.py": "| ratio ours, label cache / baseline |",
+    "bench_model.py": "| ours (fast_atrous=True) |",
+    "gpu_check.py": "| fraction of peak |",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
+def test_smoke_run_prints_table(script):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--smoke"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert SMOKE_RUNS[script] in result.stdout, result.stdout
