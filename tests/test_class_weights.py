@@ -58,7 +58,9 @@ def test_per_image_weights_give_every_present_class_the_same_total():
     labels[1, :, 4:] = 14  # a different image with a different balance
     weights = dg.per_image_pixel_weights(labels)
     for image_labels, image_weights in zip(labels, weights, strict=True):
-        totals = [image_weights[image_labels == class_id].sum() for class_id in np.unique(image_labels)]
+        totals = [
+            image_weights[image_labels == class_id].sum() for class_id in np.unique(image_labels)
+        ]
         np.testing.assert_allclose(totals, totals[0], rtol=1e-5)
     clipped = dg.per_image_pixel_weights(labels, max_weight=2.0)
     assert clipped[0][labels[0] == 3].max() < weights[0][labels[0] == 3].max()
