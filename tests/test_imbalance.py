@@ -34,7 +34,7 @@ def _run(variant, seed, rare_f1, miou):
 
 @pytest.mark.parametrize(
     "weighted_scores, expected",
-    [((0.50, 0.52), "No difference"), ((0.70, 0.72), "Use `ce_enet`")],
+    [((0.50, 0.52), "No difference"), ((0.70, 0.72), "Use class weights")],
 )
 def test_recommendation_needs_a_difference_beyond_the_seed_spread(weighted_scores, expected):
     results = [_run("ce_none", 0, 0.49, 0.8), _run("ce_none", 1, 0.53, 0.8)]
