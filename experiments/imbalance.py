@@ -402,7 +402,7 @@ def plot(summary, path):
         ylim=(0, 1),
         title="Rare-class F1 per variant",
     )
-    axis.legend(ncol=len(RARE_CLASSES), loc="lower right")
+    axis.legend(ncol=len(RARE_CLASSES), loc="upper right")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
