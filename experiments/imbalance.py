@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -214,14 +215,16 @@ def summarise(results, variants):
         runs = [run for run in results if run["variant"] == name]
         summary[name] = {}
         for key in SUMMARY_KEYS:
-            values = metric_values(runs, key)
-            summary[name][key] = {
-                "mean": float(np.nanmean(values)),
-                "half_range": float((np.nanmax(values) - np.nanmin(values)) / 2),
-                "min": float(np.nanmin(values)),
-                "max": float(np.nanmax(values)),
-                "values": [float(value) for value in values],
-            }
+            with warnings.catch_warnings():  # a class absent from every run stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                values = metric_values(runs, key)
+                summary[name][key] = {
+                    "mean": float(np.nanmean(values)),
+                    "half_range": float((np.nanmax(values) - np.nanmin(values)) / 2),
+                    "min": float(np.nanmin(values)),
+                    "max": float(np.nanmax(values)),
+                    "values": [float(value) for value in values],
+                }
     return summary
 
 
