@@ -49,7 +49,7 @@ class TrainConfig:
     # --- optimisation ---
     epochs: int = 30  # enough for the real set at 512 with a pretrained backbone
     steps_per_epoch: int = 0  # 0 = one pass over the training split
-    loss: str = "cross_entropy"  # cross_entropy|focal|dice_ce
+    loss: str = "cross_entropy"  # cross_entropy|focal|dice_ce|lovasz
     focal_gamma: float = 2.0  # Lin et al. 2017 default
     optimizer: str = "adamw"  # adamw|adam|sgd
     learning_rate: float = 1e-3  # peak learning rate
@@ -76,7 +76,7 @@ CHOICES = {
     "class_weights": ("none", "per_image", "inverse_frequency", "median_frequency", "enet"),
     "backbone": ("resnet50", "resnet101", "mobilenetv2", "xception"),
     "output_stride": (8, 16, 32),
-    "loss": ("cross_entropy", "focal", "dice_ce"),
+    "loss": ("cross_entropy", "focal", "dice_ce", "lovasz"),
     "optimizer": ("adamw", "adam", "sgd"),
     "lr_schedule": ("poly", "cosine", "constant"),
     "mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),

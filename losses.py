@@ -96,6 +96,52 @@ class DiceCrossEntropyLoss(keras.losses.Loss):
         }
 
 
+@keras.saving.register_keras_serializable(package="faceparsing")
+class LovaszSoftmaxLoss(keras.losses.Loss):
+    """Lovasz-softmax loss (Berman et al., CVPR 2018), from logits.
+
+    A convex surrogate of 1 - IoU: per image and per class present in the
+    ground truth, the pixel errors |y - p| are sorted in decreasing order and
+    dotted with the gradient of the Lovasz extension of the Jaccard loss. The
+    per-image value (mean over present classes) is returned at every pixel, so
+    per-pixel weights scale each image's term by its mean weight.
+
+    Args:
+        num_classes: int. Number of classes. Defaults to 19.
+    """
+
+    def __init__(self, num_classes=NUM_CLASSES, name="lovasz_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+
+    def call(self, y_true, y_pred):
+        targets = _one_hot_targets(y_true, self.num_classes)
+        probs = ops.softmax(ops.cast(y_pred, "float32"), axis=-1)
+        batch, height, width = ops.shape(probs)[0], ops.shape(probs)[1], ops.shape(probs)[2]
+        num_pixels = probs.shape[1] * probs.shape[2]
+        # (B, C, N): sort every class's errors along the pixel axis.
+        targets_flat = ops.transpose(ops.reshape(targets, (batch, -1, self.num_classes)), (0, 2, 1))
+        probs_flat = ops.transpose(ops.reshape(probs, (batch, -1, self.num_classes)), (0, 2, 1))
+        sorted_errors, order = ops.top_k(ops.abs(targets_flat - probs_flat), k=num_pixels)
+        sorted_targets = ops.take_along_axis(targets_flat, order, axis=-1)
+        ground_truth_total = ops.sum(sorted_targets, axis=-1, keepdims=True)
+        intersection = ground_truth_total - ops.cumsum(sorted_targets, axis=-1)
+        union = ground_truth_total + ops.cumsum(1.0 - sorted_targets, axis=-1)
+        jaccard = 1.0 - intersection / union
+        lovasz_gradient = ops.concatenate(
+            [jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], axis=-1
+        )
+        per_class = ops.sum(sorted_errors * ops.stop_gradient(lovasz_gradient), axis=-1)
+        present = ops.cast(ops.squeeze(ground_truth_total, -1) > 0, "float32")
+        per_image = ops.sum(per_class * present, axis=-1) / ops.maximum(
+            ops.sum(present, axis=-1), 1.0
+        )
+        return ops.broadcast_to(per_image[:, None, None], (batch, height, width))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
 def build_loss(name, target="integer", focal_gamma=2.0, num_classes=NUM_CLASSES):
     """Return the Keras loss for config key `loss` and target encoding `target`."""
     if name == "cross_entropy":
@@ -106,4 +152,6 @@ def build_loss(name, target="integer", focal_gamma=2.0, num_classes=NUM_CLASSES)
         return FocalLoss(gamma=focal_gamma, num_classes=num_classes)
     if name == "dice_ce":
         return DiceCrossEntropyLoss(num_classes=num_classes)
-    raise ValueError(f"loss must be one of cross_entropy|focal|dice_ce, got {name!r}")
+    if name == "lovasz":
+        return LovaszSoftmaxLoss(num_classes=num_classes)
+    raise ValueError(f"loss must be one of cross_entropy|focal|dice_ce|lovasz, got {name!r}")

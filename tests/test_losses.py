@@ -4,6 +4,9 @@ import pytest
 from keras import ops
 
 import losses
+from config import CHOICES
+
+LOSS_NAMES = ["cross_entropy", "focal", "dice_ce", "lovasz"]
 
 
 def _batch(seed=0, num_classes=19, shape=(2, 6, 6)):
@@ -13,7 +16,7 @@ def _batch(seed=0, num_classes=19, shape=(2, 6, 6)):
     return labels, logits
 
 
-@pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice_ce"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
 @pytest.mark.parametrize("target", ["integer", "onehot"])
 def test_losses_are_finite_and_target_encoding_does_not_matter(name, target):
     labels, logits = _batch()
@@ -44,7 +47,7 @@ def test_focal_down_weights_easy_pixels():
     assert ratio[0, 0, 0] < 1e-6 < ratio[0, 0, 1] < 1
 
 
-@pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice_ce"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_sample_weights_apply_and_gradients_flow(name):
     import tensorflow as tf
 
@@ -71,7 +74,11 @@ def test_dice_term_rewards_overlap():
 
 
 def test_losses_serialise():
-    for loss in (losses.FocalLoss(gamma=1.5), losses.DiceCrossEntropyLoss(dice_weight=0.5)):
+    for loss in (
+        losses.FocalLoss(gamma=1.5),
+        losses.DiceCrossEntropyLoss(dice_weight=0.5),
+        losses.LovaszSoftmaxLoss(num_classes=7),
+    ):
         clone = keras.losses.deserialize(keras.losses.serialize(loss))
         assert type(clone) is type(loss) and clone.get_config() == loss.get_config()
 
@@ -79,3 +86,35 @@ def test_losses_serialise():
 def test_unknown_loss_is_rejected():
     with pytest.raises(ValueError, match="loss must be one of"):
         losses.build_loss("hinge")
+
+
+def test_every_config_choice_builds_a_loss():
+    assert sorted(CHOICES["loss"]) == sorted(LOSS_NAMES)
+    for name in CHOICES["loss"]:
+        assert isinstance(losses.build_loss(name), keras.losses.Loss)
+
+
+def _confident_logits(labels, num_classes=19):
+    return np.where(np.eye(num_classes, dtype=bool)[labels], 20.0, -20.0).astype("float32")
+
+
+def test_lovasz_is_zero_for_a_perfect_prediction_and_grows_with_errors():
+    labels, _ = _batch(3)
+    loss = losses.LovaszSoftmaxLoss()
+    perfect = float(loss(labels, _confident_logits(labels)))
+    shifted = float(loss(labels, _confident_logits((labels + 1) % 19)))
+    uniform = float(loss(labels, np.zeros(labels.shape + (19,), "float32")))
+    assert perfect == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 < uniform < shifted <= 1.0 + 1e-6
+
+
+def test_lovasz_matches_one_minus_iou_for_a_hard_binary_prediction():
+    # With 0/1 probabilities the Lovasz extension equals the Jaccard loss itself.
+    labels = np.zeros((1, 4, 4), "int32")
+    labels[0, :2] = 1  # 8 pixels of class 1
+    predicted = labels.copy()
+    predicted[0, 2, :2] = 1  # 2 false positives for class 1, 2 false negatives for class 0
+    value = float(losses.LovaszSoftmaxLoss()(labels, _confident_logits(predicted)))
+    jaccard_loss_class_0 = 1 - 6 / 8
+    jaccard_loss_class_1 = 1 - 8 / 10
+    assert value == pytest.approx((jaccard_loss_class_0 + jaccard_loss_class_1) / 2, abs=1e-5)
