@@ -102,13 +102,11 @@ class SegmentationMeanIoU(keras.metrics.Metric):
             y_true = ops.argmax(y_true, axis=-1)
         labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         predictions = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
-        flat = labels * self.num_classes + predictions
-        counts = ops.bincount(flat, minlength=self.num_classes**2)
-        counts = ops.cast(
-            ops.reshape(counts[: self.num_classes**2], (self.num_classes, self.num_classes)),
-            "float32",
-        )
-        self.confusion.assign_add(counts)
+        # A one-hot product rather than bincount: bincount needs concrete
+        # values under JAX's jit, this has static shapes on every backend.
+        truth = ops.one_hot(labels, self.num_classes, dtype="float32")
+        predicted = ops.one_hot(predictions, self.num_classes, dtype="float32")
+        self.confusion.assign_add(ops.matmul(ops.transpose(truth), predicted))
 
     def result(self):
         true_positive = ops.diagonal(self.confusion)

@@ -73,3 +73,32 @@ def test_metric_config_round_trip():
     metric = metrics.SegmentationMeanIoU(num_classes=5, name="val_thing")
     clone = metrics.SegmentationMeanIoU.from_config(metric.get_config())
     assert clone.num_classes == 5 and clone.name == "val_thing"
+
+
+def test_metric_compiles_under_jax_jit():
+    """Regression: ops.bincount needs concrete values under jax.jit (training failed on JAX)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = """
+import jax, numpy as np, metrics
+metric = metrics.SegmentationMeanIoU()
+labels = np.random.default_rng(0).integers(0, 19, (2, 8, 8))
+logits = np.random.default_rng(1).normal(size=(2, 8, 8, 19)).astype("float32")
+state = jax.jit(metric.stateless_update_state)([v.value for v in metric.variables], labels, logits)
+expected = metrics.scores_from_confusion(metrics.confusion_matrix(labels, logits.argmax(-1)))["miou"]
+assert abs(float(metric.stateless_result(state)) - expected) < 1e-6
+"""
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-1500:]
