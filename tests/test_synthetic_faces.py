@@ -88,3 +88,21 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
 def test_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="num_images"):
         sf.make_demo_dataset(tmp_path, 0)
+
+
+def test_worker_processes_write_the_same_files(tmp_path):
+    sf.make_demo_dataset(tmp_path / "serial", 4, seed=3, workers=1)
+    sf.make_demo_dataset(tmp_path / "parallel", 4, seed=3, workers=2)
+    serial = sorted(
+        p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file()
+    )
+    parallel = sorted(
+        p.relative_to(tmp_path / "parallel")
+        for p in (tmp_path / "parallel").rglob("*")
+        if p.is_file()
+    )
+    assert serial == parallel and len(serial) > 4
+    for relative in serial:
+        assert (tmp_path / "serial" / relative).read_bytes() == (
+            tmp_path / "parallel" / relative
+        ).read_bytes()
