@@ -17,11 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+# Keep TensorFlow's C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
 from face_classes import CLASS_NAMES, DISPLAY_NAMES, FLIP_PERMUTATION, NUM_CLASSES
+from io_utils import report_user_error
 
 # Published results on the official test split (mean F1 over the 18 foreground
 # classes, mIoU over 19), for context next to our numbers.
@@ -199,10 +201,7 @@ def main(argv=None):
     try:
         return run(args)
     except (ValueError, OSError) as error:
-        if os.environ.get("FACEPARSING_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_user_error(error)
 
 
 def run(args):

@@ -15,14 +15,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+# Keep TensorFlow's C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from io_utils import report_user_error
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Export a face-parsing checkpoint.")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--format", required=True, choices=("keras", "savedmodel", "tflite"))
-    parser.add_argument("--out", required=True, help="output file (.keras/.tflite) or folder (savedmodel)")
+    parser.add_argument(
+        "--out", required=True, help="output file (.keras/.tflite) or folder (savedmodel)"
+    )
     parser.add_argument("--quantize", default="none", choices=("none", "float16", "dynamic"),
                         help="TFLite only: float16 weights or dynamic-range int8 weights")  # fmt: skip
     parser.add_argument("--image_size", type=int, help="fixed input size (default: the run's)")
@@ -79,7 +84,9 @@ def export(checkpoint, export_format, out, quantize="none", image_size=None):
     if export_format == "tflite":
         export_tflite(model, out, quantize)
         return out
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None)
+    )
     try:
         export_savedmodel(model, staging / "model")
         if out.exists():
@@ -95,10 +102,7 @@ def main(argv=None):
     try:
         path = export(args.checkpoint, args.format, args.out, args.quantize, args.image_size)
     except (ValueError, OSError) as error:
-        if os.environ.get("FACEPARSING_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_user_error(error)
     print(f"Exported {args.checkpoint} as {args.format} to {path}")
     return 0
 

@@ -47,20 +47,17 @@ def remove_stale_temp_files(folder):
             stale.unlink(missing_ok=True)
 
 
-def atomic_write_text(path, text):
-    with atomic_path(path) as temp_path:
-        with open(temp_path, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
 def atomic_write_bytes(path, data):
+    """Write `data` to `path` so that readers see the old file or all of the new one."""
     with atomic_path(path) as temp_path:
         with open(temp_path, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def check_writable_dir(path):
@@ -72,3 +69,16 @@ def check_writable_dir(path):
         probe.close()
     except OSError as error:
         raise OSError(f"run_dir {path} is not writable: {error.strerror}") from None
+
+
+def report_user_error(error, exit_code=2):
+    """Print a user mistake as one `error: ...` line on stderr and return `exit_code`.
+
+    With FACEPARSING_DEBUG=1 the exception is raised again, traceback and all.
+    """
+    import sys
+
+    if os.environ.get("FACEPARSING_DEBUG"):
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    return exit_code

@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+# Keep TensorFlow's C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import config as config_lib
-from io_utils import check_writable_dir, remove_stale_temp_files
+from io_utils import check_writable_dir, remove_stale_temp_files, report_user_error
 
 
 class TrainingDivergedError(RuntimeError):
@@ -341,15 +342,9 @@ def main(argv=None):
         )
         return 130
     except (ValueError, OSError) as error:
-        if os.environ.get("FACEPARSING_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_user_error(error)
     except TrainingDivergedError as error:
-        if os.environ.get("FACEPARSING_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return report_user_error(error, exit_code=1)
     print(f"Done in {time.monotonic() - started:.0f}s.")
     return 0
 

@@ -14,12 +14,14 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
+# Keep TensorFlow's C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from face_classes import CLASS_NAMES, DISPLAY_NAMES, PALETTE, colorize
+from io_utils import report_user_error
 
 
 def parse_args(argv):
@@ -176,10 +178,7 @@ def main(argv=None):
     try:
         return run(args)
     except (ValueError, OSError) as error:
-        if os.environ.get("FACEPARSING_DEBUG"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_user_error(error)
 
 
 def run(args):
