@@ -116,7 +116,7 @@ class SegmentationMeanIoU(keras.metrics.Metric):
         return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        self.confusion.assign(ops.zeros(self.confusion.shape, dtype=self.confusion.dtype))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}

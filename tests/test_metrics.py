@@ -76,7 +76,7 @@ def test_metric_config_round_trip():
 
 
 def test_metric_compiles_under_jax_jit():
-    """Regression: ops.bincount needs concrete values under jax.jit (training failed on JAX)."""
+    """Regressions: bincount under jax.jit and zeros_like(variable) broke training on JAX."""
     import os
     import subprocess
     import sys
@@ -91,6 +91,9 @@ logits = np.random.default_rng(1).normal(size=(2, 8, 8, 19)).astype("float32")
 state = jax.jit(metric.stateless_update_state)([v.value for v in metric.variables], labels, logits)
 expected = metrics.scores_from_confusion(metrics.confusion_matrix(labels, logits.argmax(-1)))["miou"]
 assert abs(float(metric.stateless_result(state)) - expected) < 1e-6
+metric.update_state(labels, logits)
+metric.reset_state()  # regression: zeros_like(variable) failed on JAX
+assert float(metric.result()) == 0.0
 """
     environment = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
