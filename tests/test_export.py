@@ -33,3 +33,14 @@ def test_tflite_export_matches_keras(trained_run, tmp_path, quantize, tolerance)
 def test_quantize_needs_tflite(trained_run, tmp_path):
     with pytest.raises(ValueError, match="--quantize applies to --format tflite only"):
         export.export(trained_run / "best.keras", "keras", tmp_path / "m.keras", quantize="float16")
+
+
+def test_savedmodel_export_serves_the_same_logits(trained_run, tmp_path):
+    import tensorflow as tf
+
+    out = export.export(trained_run / "best.keras", "savedmodel", tmp_path / "saved")
+    loaded = tf.saved_model.load(str(out))  # keep a reference: its variables live on it
+    image = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    expected = load_checkpoint(trained_run / "best.keras").predict_on_batch(image)
+    np.testing.assert_allclose(loaded.serve(tf.constant(image)).numpy(), expected, atol=1e-4)
+    assert not list(tmp_path.glob(".saved.*"))  # the staging folder is gone
