@@ -25,6 +25,8 @@ import numpy as np
 from face_classes import CLASS_NAMES, DISPLAY_NAMES, FLIP_PERMUTATION, NUM_CLASSES
 from io_utils import report_user_error
 
+OFFICIAL_TEST_IMAGES = 2824  # size of the official test split
+
 # Published results on the official test split (mean F1 over the 18 foreground
 # classes, mIoU over 19), for context next to our numbers.
 REFERENCE_RESULTS = (
@@ -142,7 +144,12 @@ def format_table(report):
     )
     for method, mean_f1, miou in REFERENCE_RESULTS:
         lines.append(f"{method:<40}{_cell(mean_f1, 9)}{_cell(miou, 8)}{'-':>9}")
-    lines.append("(published rows: official CelebAMask-HQ test split, 448-512 px; ours: see 'split' and 'num_images')")
+    official = report["split"] == "test" and report["num_images"] == OFFICIAL_TEST_IMAGES
+    lines.append(
+        f"(published rows: official CelebAMask-HQ test split, {OFFICIAL_TEST_IMAGES} images, 448-512 px; "
+        f"this checkpoint: {report['num_images']} images of '{report['split']}'"
+        + (")" if official else ", not comparable with the published rows)")
+    )
     return "\n".join(lines)
 
 

@@ -62,6 +62,9 @@ def test_format_table_marks_absent_classes():
     report = evaluate.build_report(confusion, "x.keras", "test", 1, "none")
     table = evaluate.format_table(report)
     assert "absent" in table and "DML-CSR" in table and "this checkpoint" in table
+    assert "not comparable with the published rows" in table  # 1 image is not the official split
+    report["num_images"] = evaluate.OFFICIAL_TEST_IMAGES
+    assert "not comparable" not in evaluate.format_table(report)
 
 
 @pytest.mark.parametrize(
