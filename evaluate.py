@@ -91,7 +91,8 @@ def evaluate(model, dataset, label_loader, label_size=512, tta="none", predictio
 
     Args:
         model: keras.Model emitting logits.
-        dataset: CelebAMaskHQ with shuffle=False and augment=False.
+        dataset: CelebAMaskHQ; its root, ids (in order), image_size and
+            batch_size say what to evaluate.
         label_loader: callable image_id -> (label_size, label_size) uint8 label map.
         label_size: int. Resolution at which predictions are compared. Defaults to 512.
         tta: str. "none" or "flip". Defaults to "none".
@@ -101,14 +102,18 @@ def evaluate(model, dataset, label_loader, label_size=512, tta="none", predictio
     from tqdm import tqdm
 
     import metrics
+    from data_generator import load_image
 
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     started = time.monotonic()
     num_images = 0
     with tqdm(total=len(dataset.ids), unit="img", disable=not progress, desc="evaluate") as bar:
-        for batch_index in range(len(dataset)):
-            images = dataset[batch_index][0]
-            batch_ids = dataset.ids[batch_index * dataset.batch_size : batch_index * dataset.batch_size + len(images)]
+        for start in range(0, len(dataset.ids), dataset.batch_size):
+            batch_ids = dataset.ids[start : start + dataset.batch_size]
+            # Images only: `dataset[i]` would also merge each label at the model's size,
+            # while the comparison needs it at label_size from `label_loader`.
+            images = np.stack([load_image(dataset.root, image_id, dataset.image_size) for image_id in batch_ids])
+            images = images.astype(np.float32)
             predictions = resize_logits_to(predict_logits(model, images, tta), (label_size, label_size)).argmax(-1).astype(np.uint8)
             for image_id, prediction in zip(batch_ids, predictions, strict=True):
                 confusion += metrics.confusion_matrix(label_loader(image_id), prediction)
