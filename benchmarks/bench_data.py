@@ -12,6 +12,7 @@ Usage:
 """
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -19,16 +20,14 @@ import time
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import data_generator as dg  # noqa: E402
-from face_classes import PART_NAMES  # noqa: E402
-from synthetic_faces import make_demo_dataset  # noqa: E402
+from faceparsing.classes import PART_NAMES
+from faceparsing.data import augment, layout, samples
+from faceparsing.data.dataset import CelebAMaskHQ
+from faceparsing.data.synthetic import make_demo_dataset
 
 # ---------------------------------------------------------------------------
 # Baseline: the official merge and a naive decode, written as users write them.
@@ -37,8 +36,8 @@ from synthetic_faces import make_demo_dataset  # noqa: E402
 
 def baseline_label(root, image_id):
     """`g_mask.py`: exists + full read of every part into a float64 canvas."""
-    folder = os.path.join(root, dg.MASK_DIR, str(image_id // dg.IMAGES_PER_MASK_FOLDER))
-    canvas = np.zeros((dg.MASK_SIZE, dg.MASK_SIZE))
+    folder = os.path.join(root, layout.MASK_DIR, str(image_id // layout.IMAGES_PER_MASK_FOLDER))
+    canvas = np.zeros((layout.MASK_SIZE, layout.MASK_SIZE))
     for class_id, part in enumerate(PART_NAMES, start=1):
         filename = os.path.join(folder, f"{image_id:05d}_{part}.png")
         if os.path.exists(filename):
@@ -50,7 +49,9 @@ def baseline_label(root, image_id):
 
 
 def baseline_sample(root, image_id, size, augment_seed):
-    image = np.asarray(Image.open(dg.image_path(root, image_id)).convert("RGB"), dtype=np.float32)
+    image = np.asarray(
+        Image.open(layout.image_path(root, image_id)).convert("RGB"), dtype=np.float32
+    )
     channels = [
         np.asarray(Image.fromarray(image[:, :, c], mode="F").resize((size, size), Image.BILINEAR))
         for c in range(3)
@@ -60,7 +61,7 @@ def baseline_sample(root, image_id, size, augment_seed):
     label = np.asarray(label.resize((size, size), Image.NEAREST))
     if augment_seed is not None:
         rng = np.random.default_rng((augment_seed, image_id))
-        image, label = dg.augment_sample(np.clip(image, 0, 255).astype(np.uint8), label, rng)
+        image, label = augment.augment_sample(np.clip(image, 0, 255).astype(np.uint8), label, rng)
     return image.astype(np.float32), label.astype(np.int32)
 
 
@@ -87,7 +88,7 @@ def run_baseline(root, ids, size, workers, batch_size, augment_seed=0):
 
 
 def run_dataset(root, size, workers, batch_size, cache_dir):
-    dataset = dg.CelebAMaskHQ(
+    dataset = CelebAMaskHQ(
         root, "all", batch_size=batch_size, image_size=size, augment=True, shuffle=False,
         cache_dir=cache_dir, workers=workers,
     )  # fmt: skip
@@ -95,16 +96,21 @@ def run_dataset(root, size, workers, batch_size, cache_dir):
         for index in range(len(dataset)):
             dataset[index]
         return
-    # The adapter is what `fit` uses; with workers > 1 it fills a queue from a thread pool.
-    adapter = PyDatasetAdapter(dataset, shuffle=False)
-    for _ in adapter.get_numpy_iterator():
-        pass
-    adapter.on_epoch_end()  # stops the enqueuer's threads
+    # Through Keras' own data adapter, as `fit` reads it (with workers > 1 a thread pool
+    # fills a queue), behind a model that only averages each image.
+    averaging_model(size).predict(dataset, verbose=0)
+
+
+@functools.cache
+def averaging_model(size):
+    """A model that costs next to nothing, built (and traced) once per image size."""
+    inputs = keras.Input((size, size, 3))
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
 
 
 def warm_cache(root, cache_dir):
-    cache = dg.LabelCache(root, cache_dir)
-    for image_id in dg.split_ids(root, "all"):
+    cache = samples.LabelCache(root, cache_dir)
+    for image_id in layout.split_ids(root, "all"):
         cache.load(image_id)
 
 
@@ -176,10 +182,10 @@ def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as temp:
         root = Path(args.data_root or Path(temp) / "CelebAMask-HQ")
-        if not (root / dg.MAPPING_FILE).is_file():
+        if not (root / layout.MAPPING_FILE).is_file():
             print(f"writing {args.num_images} synthetic faces to {root}", flush=True)
             make_demo_dataset(root, args.num_images, seed=0)
-        ids = dg.split_ids(root, "all")
+        ids = layout.split_ids(root, "all")
         cache_dir = Path(temp) / "label_cache"
         warm_cache(root, cache_dir)
         print(f"{len(ids)} images, batch {args.batch_size}, {os.cpu_count()} CPU(s) visible")

@@ -1,7 +1,7 @@
 """Training and prediction img/s of DeepLabV3Plus against naive and keras-hub builds.
 
 Rows, all with random weights at the same backbone, input size and batch:
-- ours: `deeplab.DeepLabV3Plus(fast_atrous=True)`.
+- ours: `DeepLabV3Plus(fast_atrous=True)`.
 - stock dilated Conv2D: the same model with `fast_atrous=False` (identical layers and weights,
   dilation done by Keras' own Conv2D / DepthwiseConv2D).
 - keras-io example style: the model as the Keras example writes it (backbone cut at stride 16,
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -85,9 +84,9 @@ def reexec_with_backend(backend):
 
 
 def build_ours(config, output_stride, fast_atrous):
-    import deeplab
+    from faceparsing.model import deeplabv3plus
 
-    return deeplab.DeepLabV3Plus(
+    return deeplabv3plus.DeepLabV3Plus(
         backbone=config.backbone, output_stride=output_stride, weights=None,
         input_shape=(config.image_size, config.image_size, 3), alpha=config.alpha,
         aspp_filters=config.filters, decoder_filters=config.filters, fast_atrous=fast_atrous,
@@ -261,8 +260,8 @@ def print_table(config, output_stride, results, skipped, gmacs):
 def run_config(config, args):
     import keras
 
-    import deeplab
-    from face_classes import NUM_CLASSES
+    from faceparsing.classes import NUM_CLASSES
+    from faceparsing.model import cost
 
     keras.backend.clear_session()
     built = build_rows(config, args.output_stride, args.rows, NUM_CLASSES)
@@ -271,7 +270,7 @@ def run_config(config, args):
     for model in models.values():
         compile_model(model, args.jit_compile)
     # Multiply-adds of convolutions and dense layers: the rows differ in architecture.
-    gmacs = {name: deeplab.count_multiply_adds(model) / 1e9 for name, model in models.items()}
+    gmacs = {name: cost.count_multiply_adds(model) / 1e9 for name, model in models.items()}
     results = time_rows(models, make_batch(config, NUM_CLASSES), args, config.batch_size)
     print_table(config, args.output_stride, results, skipped, gmacs)
 

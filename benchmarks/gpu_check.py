@@ -7,7 +7,7 @@ Meant for a lent GPU machine: JAX backend, ResNet-50 at output stride 16, 512x51
     achieved FLOP/s = 2 x multiply-adds per image x 3 (forward + backward) x img/s
     fraction of peak = achieved FLOP/s / --peak-flops (989e12: H100 SXM dense bf16)
 
-Multiply-adds come from `deeplab.count_multiply_adds` (convolutions and dense layers only).
+Multiply-adds come from `faceparsing.model.cost.count_multiply_adds` (convolutions and dense layers only).
 
 Usage:
     python benchmarks/gpu_check.py [--batch-size 16] [--peak-flops 989e12]
@@ -18,11 +18,9 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 H100_DENSE_BF16_FLOPS = 989e12
 
@@ -56,10 +54,10 @@ def parse_args(argv):
 
 
 def build_model(args):
-    import deeplab
+    from faceparsing.model import deeplabv3plus
 
     small = {"alpha": 0.35, "aspp_filters": 16, "decoder_filters": 16} if args.smoke else {}
-    return deeplab.DeepLabV3Plus(
+    return deeplabv3plus.DeepLabV3Plus(
         backbone=args.backbone, output_stride=args.output_stride, weights=None,
         input_shape=(args.image_size, args.image_size, 3), fast_atrous=args.fast_atrous,
         **small,
@@ -125,13 +123,13 @@ def main(argv=None):
     import jax
     import keras
 
-    import deeplab
+    from faceparsing.model import cost
 
     keras.mixed_precision.set_global_policy(args.policy)
     print(f"backend {keras.backend.backend()}, devices {jax.devices()}, policy {args.policy}, "
           f"fast_atrous={args.fast_atrous}")  # fmt: skip
     model = build_model(args)
-    multiply_adds = deeplab.count_multiply_adds(model)
+    multiply_adds = cost.count_multiply_adds(model)
     images_per_second, loss = time_training(model, args)
     flops = 2 * multiply_adds * 3 * images_per_second
     print(

@@ -14,16 +14,12 @@ reused, so an interrupted study resumes where it stopped.
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 RARE_CLASSES = ("eye_g", "hat", "ear_r", "neck_l")
 BASELINE = "ce_none"
@@ -68,7 +64,13 @@ MODEL = {
     "warmup_epochs": 0.5, "jit_compile": "false",  # XLA compiling costs more than it saves here
 }  # fmt: skip
 # Eager steps: tracing the train step costs more than a smoke run trains.
-QUICK_MODEL = {**MODEL, "alpha": 0.35, "aspp_filters": 16, "decoder_filters": 16, "run_eagerly": True}
+QUICK_MODEL = {
+    **MODEL,
+    "alpha": 0.35,
+    "aspp_filters": 16,
+    "decoder_filters": 16,
+    "run_eagerly": True,
+}
 
 
 def parse_args(argv):
@@ -85,7 +87,7 @@ def parse_args(argv):
 
 def run_config(name, seed, budget, model, data_root, runs_dir):
     """The TrainConfig of one variant and seed: everything but loss and weights is shared."""
-    import config as config_lib
+    from faceparsing import config as config_lib
 
     loss, class_weights, max_class_weight = VARIANTS[name]
     overrides = {
@@ -116,17 +118,18 @@ def training_seconds(run_dir):
 
 def evaluate_run(config, label_size, labels):
     """Scores of the run's best.keras on the test split, compared at `label_size`."""
-    import evaluate
-    import metrics
-    from checkpoints import load_checkpoint
-    from data_generator import CelebAMaskHQ, split_ids
+    from faceparsing import metrics
+    from faceparsing.data.dataset import CelebAMaskHQ
+    from faceparsing.data.layout import split_ids
+    from faceparsing.inference import evaluation
+    from faceparsing.inference.checkpoints import load_checkpoint
 
     model = load_checkpoint(Path(config.run_dir) / "best.keras")
     dataset = CelebAMaskHQ(
         config.data_root, split="test", ids=split_ids(config.data_root, "test"),
         batch_size=config.batch_size, image_size=config.image_size, augment=False, shuffle=False,
     )  # fmt: skip
-    confusion, num_images, _ = evaluate.evaluate(
+    confusion, num_images, _ = evaluation.evaluate(
         model, dataset, labels, label_size=label_size, progress=False
     )
     report = metrics.scores_from_confusion(confusion)
@@ -142,7 +145,7 @@ def evaluate_run(config, label_size, labels):
 
 def label_loader(data_root, label_size):
     """image_id -> merged label at `label_size`, memoised (every run reads the same labels)."""
-    from data_generator import merge_masks, resize_label
+    from faceparsing.data.samples import merge_masks, resize_label
 
     memory = {}
 
@@ -161,8 +164,8 @@ def run_one(name, seed, budget, model, data_root, runs_dir, labels):
     """Train (or reuse) one variant/seed and return its result record."""
     import keras
 
-    import train
-    from io_utils import atomic_write_text
+    from faceparsing.files import atomic_write_text
+    from faceparsing.training import trainer
 
     config = run_config(name, seed, budget, model, data_root, runs_dir)
     result_path = Path(config.run_dir) / "result.json"
@@ -170,7 +173,7 @@ def run_one(name, seed, budget, model, data_root, runs_dir, labels):
         return json.loads(result_path.read_text())
     keras.utils.clear_session()
     print(f"[imbalance] {name} seed {seed}", flush=True)
-    train.train(config)
+    trainer.train(config)
     result = {
         "variant": name, "seed": seed, "loss": config.loss, "class_weights": config.class_weights,
         "max_class_weight": config.max_class_weight,
@@ -414,7 +417,7 @@ def plot(summary, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    from io_utils import atomic_write_text
+    from faceparsing.files import atomic_write_text
 
     started = time.monotonic()
     budget = QUICK_BUDGET if args.quick else STUDY_BUDGET
@@ -425,7 +428,7 @@ def main(argv=None):
         for seed in args.seeds
         for name in budget["variants"]
     ]
-    from data_generator import split_ids
+    from faceparsing.data.layout import split_ids
 
     split_sizes = {
         split: len(split_ids(args.data_root, split)) for split in ("train", "val", "test")

@@ -1,12 +1,10 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # A model small enough to train for an epoch in seconds on a CPU.
 TINY_MODEL = [
@@ -19,7 +17,7 @@ TINY_MODEL = [
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """A 24-image synthetic set in the release layout, shared by the tests that only read it."""
-    from synthetic_faces import make_demo_dataset
+    from faceparsing.data.synthetic import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo") / "CelebAMask-HQ"
     make_demo_dataset(root, 24, seed=0)

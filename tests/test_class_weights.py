@@ -6,8 +6,8 @@ Ordering, finiteness and mean-1 scaling on a toy histogram are in test_data_gene
 import numpy as np
 import pytest
 
-import data_generator as dg
-from face_classes import CLASS_NAMES, NUM_CLASSES
+from faceparsing.classes import CLASS_NAMES, NUM_CLASSES
+from faceparsing.data import class_weights
 
 RARE_CLASSES = ("eye_g", "hat", "ear_r", "neck_l")
 COUNTS = np.array([5000, 2000, 800, 300, 120, 40, 9, 1] + [0] * (NUM_CLASSES - 8))
@@ -23,23 +23,23 @@ def test_weights_follow_the_published_formulas():
         "enet": 1 / np.log(1.02 + frequency),
     }
     for scheme, raw in expected.items():
-        weights = dg.class_weights_from_counts(COUNTS, scheme)[present]
+        weights = class_weights.class_weights_from_counts(COUNTS, scheme)[present]
         # The schemes differ only up to the common scale that makes the pixel mean 1.
         np.testing.assert_allclose(weights / weights[0], raw / raw[0], rtol=1e-5, err_msg=scheme)
 
 
 def test_enet_weights_are_bounded_unlike_inverse_frequency():
-    enet = dg.class_weights_from_counts(COUNTS, "enet")
-    inverse = dg.class_weights_from_counts(COUNTS, "inverse_frequency")
+    enet = class_weights.class_weights_from_counts(COUNTS, "enet")
+    inverse = class_weights.class_weights_from_counts(COUNTS, "inverse_frequency")
     assert enet.max() / enet.min() <= 1 / np.log(1.02) + 1e-3  # ~50.5, whatever the histogram
     assert inverse.max() / inverse.min() > 1000
 
 
-@pytest.mark.parametrize("scheme", dg.WEIGHT_SCHEMES)
+@pytest.mark.parametrize("scheme", class_weights.WEIGHT_SCHEMES)
 @pytest.mark.parametrize("max_weight", [0.5, 2.0, 10.0])
 def test_clipping_caps_only_the_large_weights_and_keeps_the_order(scheme, max_weight):
-    unclipped = dg.class_weights_from_counts(COUNTS, scheme)
-    clipped = dg.class_weights_from_counts(COUNTS, scheme, max_weight=max_weight)
+    unclipped = class_weights.class_weights_from_counts(COUNTS, scheme)
+    clipped = class_weights.class_weights_from_counts(COUNTS, scheme, max_weight=max_weight)
     assert np.all(np.isfinite(clipped)) and clipped.max() <= max_weight
     np.testing.assert_array_equal(clipped, np.minimum(unclipped, max_weight))
     present = COUNTS > 0
@@ -49,29 +49,29 @@ def test_clipping_caps_only_the_large_weights_and_keeps_the_order(scheme, max_we
 @pytest.mark.parametrize("max_weight", [0, -1.0, float("nan")])
 def test_bad_max_weight_is_named(max_weight):
     with pytest.raises(ValueError, match="max_weight"):
-        dg.class_weights_from_counts(COUNTS, "enet", max_weight=max_weight)
+        class_weights.class_weights_from_counts(COUNTS, "enet", max_weight=max_weight)
 
 
 def test_per_image_weights_give_every_present_class_the_same_total():
     labels = np.zeros((2, 8, 8), np.uint8)
     labels[0, :2, :2] = 3  # 4 pixels of a rare class among 60 background pixels
     labels[1, :, 4:] = 14  # a different image with a different balance
-    weights = dg.per_image_pixel_weights(labels)
+    weights = class_weights.per_image_pixel_weights(labels)
     for image_labels, image_weights in zip(labels, weights, strict=True):
         totals = [
             image_weights[image_labels == class_id].sum() for class_id in np.unique(image_labels)
         ]
         np.testing.assert_allclose(totals, totals[0], rtol=1e-5)
-    clipped = dg.per_image_pixel_weights(labels, max_weight=2.0)
+    clipped = class_weights.per_image_pixel_weights(labels, max_weight=2.0)
     assert clipped[0][labels[0] == 3].max() < weights[0][labels[0] == 3].max()
 
 
 def test_synthetic_training_split_has_rare_classes_that_get_the_largest_weights(demo_root):
-    counts = dg.training_class_counts(demo_root)
+    counts = class_weights.training_class_counts(demo_root)
     frequency = counts / counts.sum()
     skin = CLASS_NAMES.index("skin")
     rare = [CLASS_NAMES.index(name) for name in RARE_CLASSES]
     assert np.all(frequency[rare] < 0.01) and frequency[skin] > 0.05
     for scheme in ("inverse_frequency", "median_frequency", "enet"):
-        weights = dg.class_weights_from_counts(counts, scheme)
+        weights = class_weights.class_weights_from_counts(counts, scheme)
         assert np.all(weights[rare] > weights[skin]), scheme

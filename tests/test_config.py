@@ -1,6 +1,6 @@
 import pytest
 
-import config
+from faceparsing import config
 
 
 def test_yaml_then_cli_override(tmp_path):

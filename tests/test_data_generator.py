@@ -3,9 +3,12 @@ import pytest
 from PIL import Image
 
 import data_generator as dg
-from face_classes import CLASS_IDS, NUM_CLASSES, PART_NAMES
+from faceparsing import errors
+from faceparsing.classes import CLASS_IDS, NUM_CLASSES, PART_NAMES
+from faceparsing.data import augment, checks, class_weights, layout, samples
+from faceparsing.data.dataset import CelebAMaskHQ
 
-SIZE = dg.MASK_SIZE
+SIZE = layout.MASK_SIZE
 
 
 # ---------------------------------------------------------------------------
@@ -34,18 +37,18 @@ def save_mask(path, mask, mode="RGB"):
 
 def write_sample(root, image_id, parts, mode="RGB", image=True):
     for part, mask in parts.items():
-        save_mask(dg.part_path(root, image_id, part), mask, mode)
+        save_mask(layout.part_path(root, image_id, part), mask, mode)
     if image:
-        path = dg.image_path(root, image_id)
+        path = layout.image_path(root, image_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.full((dg.IMAGE_SIZE, dg.IMAGE_SIZE, 3), 40 + image_id % 200, np.uint8)
+        pixels = np.full((layout.IMAGE_SIZE, layout.IMAGE_SIZE, 3), 40 + image_id % 200, np.uint8)
         Image.fromarray(pixels).save(path, quality=90)
 
 
 def write_mapping(root, orig_by_id):
     lines = ["idx orig_idx orig_file"]
     lines += [f"{k} {orig} {orig + 1:06d}.jpg" for k, orig in orig_by_id.items()]
-    (root / dg.MAPPING_FILE).write_text("\n".join(lines) + "\n")
+    (root / layout.MAPPING_FILE).write_text("\n".join(lines) + "\n")
 
 
 FACE_PARTS = {
@@ -83,7 +86,7 @@ def test_merge_follows_official_order_not_alphabetical(tmp_path):
     }
     parts["hair"] = box(0, 0, 40, 300)  # hair (13) paints over skin (1)
     write_sample(tmp_path, 7, parts, image=False)
-    label = dg.merge_masks(tmp_path, 7)
+    label = samples.merge_masks(tmp_path, 7)
     assert label.shape == (SIZE, SIZE) and label.dtype == np.uint8
     assert label[60, 60] == CLASS_IDS["l_eye"]
     assert label[120, 110] == CLASS_IDS["nose"]
@@ -102,7 +105,7 @@ def test_merge_reads_every_mask_mode(tmp_path, mode):
     write_sample(
         tmp_path, 3, {"skin": box(10, 10, 50, 50), "nose": box(20, 20, 30, 30)}, mode, False
     )
-    label = dg.merge_masks(tmp_path, 3)
+    label = samples.merge_masks(tmp_path, 3)
     expected = np.zeros((SIZE, SIZE), np.uint8)
     expected[10:50, 10:50] = 1
     expected[20:30, 20:30] = 2
@@ -110,45 +113,45 @@ def test_merge_reads_every_mask_mode(tmp_path, mode):
 
 
 def test_merge_uses_blue_channel_like_cv2(tmp_path):
-    path = dg.part_path(tmp_path, 0, "skin")
+    path = layout.part_path(tmp_path, 0, "skin")
     path.parent.mkdir(parents=True)
     rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
     rgb[:10, :, 0] = 255  # red only: cv2 channel 0 (blue) is zero here
     rgb[20:30, :, 2] = 255  # blue only: foreground for g_mask.py
     Image.fromarray(rgb).save(path)
-    label = dg.merge_masks(tmp_path, 0)
+    label = samples.merge_masks(tmp_path, 0)
     assert label[:10].max() == 0 and label[20:30].min() == 1
 
 
 def test_absent_parts_are_background_and_mask_folder_follows_id(tmp_path):
     write_sample(tmp_path, 4321, {"neck": box(0, 0, 10, 10)}, image=False)
-    assert (tmp_path / dg.MASK_DIR / "2" / "04321_neck.png").is_file()
-    label = dg.merge_masks(tmp_path, 4321)
+    assert (tmp_path / layout.MASK_DIR / "2" / "04321_neck.png").is_file()
+    label = samples.merge_masks(tmp_path, 4321)
     assert set(np.unique(label)) == {0, CLASS_IDS["neck"]}
 
 
 def test_no_parts_names_folder(tmp_path):
-    (tmp_path / dg.MASK_DIR / "0").mkdir(parents=True)
+    (tmp_path / layout.MASK_DIR / "0").mkdir(parents=True)
     with pytest.raises(ValueError, match="CelebAMask-HQ-mask-anno") as info:
-        dg.merge_masks(tmp_path, 5)
-    assert str(tmp_path / dg.MASK_DIR / "0") in str(info.value)
+        samples.merge_masks(tmp_path, 5)
+    assert str(tmp_path / layout.MASK_DIR / "0") in str(info.value)
 
 
 def test_misspelt_mask_folder_is_named(tmp_path):
-    (tmp_path / dg.MISSPELT_MASK_DIR / "0").mkdir(parents=True)
-    with pytest.raises(dg.DatasetError, match="CelebAMaskHQ-mask-anno.*rename"):
-        dg.merge_masks(tmp_path, 0)
+    (tmp_path / layout.MISSPELT_MASK_DIR / "0").mkdir(parents=True)
+    with pytest.raises(errors.DatasetError, match="CelebAMaskHQ-mask-anno.*rename"):
+        samples.merge_masks(tmp_path, 0)
 
 
 def test_wrong_mask_size_and_corrupt_mask_name_the_file(tmp_path):
-    path = dg.part_path(tmp_path, 0, "skin")
+    path = layout.part_path(tmp_path, 0, "skin")
     path.parent.mkdir(parents=True)
     Image.new("RGB", (256, 256)).save(path)
-    with pytest.raises(dg.DatasetError, match=r"00000_skin\.png is 256x256"):
-        dg.merge_masks(tmp_path, 0)
+    with pytest.raises(errors.DatasetError, match=r"00000_skin\.png is 256x256"):
+        samples.merge_masks(tmp_path, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(dg.DatasetError, match=r"cannot read mask .*00000_skin\.png"):
-        dg.merge_masks(tmp_path, 0)
+    with pytest.raises(errors.DatasetError, match=r"cannot read mask .*00000_skin\.png"):
+        samples.merge_masks(tmp_path, 0)
 
 
 # ---------------------------------------------------------------------------
@@ -158,17 +161,17 @@ def test_wrong_mask_size_and_corrupt_mask_name_the_file(tmp_path):
 
 def test_split_rule_at_boundaries(tmp_path):
     write_mapping(tmp_path, {3: 162770, 1: 162771, 2: 182637, 0: 182638, 9: 0})
-    assert dg.split_ids(tmp_path, "train") == [3, 9]
-    assert dg.split_ids(tmp_path, "val") == [1, 2]
-    assert dg.split_ids(tmp_path, "test") == [0]
-    assert dg.split_ids(tmp_path, "all") == [0, 1, 2, 3, 9]
+    assert layout.split_ids(tmp_path, "train") == [3, 9]
+    assert layout.split_ids(tmp_path, "val") == [1, 2]
+    assert layout.split_ids(tmp_path, "test") == [0]
+    assert layout.split_ids(tmp_path, "all") == [0, 1, 2, 3, 9]
 
 
 def test_split_errors(tmp_path):
     with pytest.raises(ValueError, match="train.*val.*test"):
-        dg.split_ids(tmp_path, "training")
+        layout.split_ids(tmp_path, "training")
     with pytest.raises(ValueError, match="CelebA-HQ-to-CelebA-mapping.txt"):
-        dg.split_ids(tmp_path, "train")
+        layout.split_ids(tmp_path, "train")
 
 
 # ---------------------------------------------------------------------------
@@ -183,13 +186,13 @@ def test_flip_swaps_left_right_but_not_lips():
     label[2, :2] = CLASS_IDS["r_ear"]
     label[3, :2] = CLASS_IDS["u_lip"]
     image = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
-    flipped_image, flipped = dg.horizontal_flip(image, label)
+    flipped_image, flipped = augment.horizontal_flip(image, label)
     np.testing.assert_array_equal(flipped_image, image[:, ::-1])
     assert flipped[0, -1] == CLASS_IDS["r_eye"]
     assert flipped[1, -1] == CLASS_IDS["r_brow"]
     assert flipped[2, -1] == CLASS_IDS["l_ear"]
     assert flipped[3, -1] == CLASS_IDS["u_lip"]
-    twice_image, twice = dg.horizontal_flip(flipped_image, flipped)
+    twice_image, twice = augment.horizontal_flip(flipped_image, flipped)
     np.testing.assert_array_equal(twice, label)
     np.testing.assert_array_equal(twice_image, image)
     assert twice.dtype == label.dtype
@@ -201,7 +204,7 @@ def test_nearest_resize_invents_no_ids(size):
     label[:, 100:300] = 1
     label[150:250, 150:200] = 18
     label[200:, 290:] = 5
-    resized = dg.resize_label(label, size)
+    resized = samples.resize_label(label, size)
     assert resized.shape == (size, size)
     assert set(np.unique(resized)) <= {0, 1, 5, 18}
 
@@ -213,9 +216,9 @@ def test_nearest_resize_invents_no_ids(size):
 HISTOGRAM = np.array([1000, 500, 100, 10] + [0] * (NUM_CLASSES - 4))
 
 
-@pytest.mark.parametrize("scheme", dg.WEIGHT_SCHEMES)
+@pytest.mark.parametrize("scheme", class_weights.WEIGHT_SCHEMES)
 def test_rarer_classes_get_larger_weights(scheme):
-    weights = dg.class_weights_from_counts(HISTOGRAM, scheme)
+    weights = class_weights.class_weights_from_counts(HISTOGRAM, scheme)
     assert weights.shape == (NUM_CLASSES,) and np.all(np.isfinite(weights))
     assert weights.min() > 0
     assert weights[0] < weights[1] < weights[2] < weights[3]
@@ -224,17 +227,27 @@ def test_rarer_classes_get_larger_weights(scheme):
 
 
 def test_max_weight_clips_and_empty_counts_give_ones():
-    assert dg.class_weights_from_counts(HISTOGRAM, "inverse_frequency", max_weight=3.0).max() == 3.0
-    np.testing.assert_array_equal(dg.class_weights_from_counts(np.zeros(NUM_CLASSES), "enet"), 1)
+    assert (
+        class_weights.class_weights_from_counts(
+            HISTOGRAM, "inverse_frequency", max_weight=3.0
+        ).max()
+        == 3.0
+    )
+    np.testing.assert_array_equal(
+        class_weights.class_weights_from_counts(np.zeros(NUM_CLASSES), "enet"), 1
+    )
     with pytest.raises(ValueError, match="scheme"):
-        dg.class_weights_from_counts(HISTOGRAM, "focal")
+        class_weights.class_weights_from_counts(HISTOGRAM, "focal")
 
 
 @pytest.mark.parametrize("present", [[0], [0, 1], [0, 3, 18]])
 def test_pixel_weights_finite_positive_mean_one(present):
     labels = np.array(present * 64)[:64].reshape(2, 4, 8).astype(np.uint8)
-    vector = dg.class_weights_from_counts(HISTOGRAM, "median_frequency")
-    for weights in (dg.pixel_weights(labels, vector), dg.per_image_pixel_weights(labels)):
+    vector = class_weights.class_weights_from_counts(HISTOGRAM, "median_frequency")
+    for weights in (
+        class_weights.pixel_weights(labels, vector),
+        class_weights.per_image_pixel_weights(labels),
+    ):
         assert weights.dtype == np.float32 and weights.shape == labels.shape
         assert np.all(np.isfinite(weights)) and weights.min() > 0
         assert np.isclose(weights.mean(), 1.0, rtol=1e-5)
@@ -247,7 +260,7 @@ def test_pixel_weights_finite_positive_mean_one(present):
 
 @pytest.mark.parametrize("target", ["integer", "onehot"])
 def test_batches_shapes_ranges_and_last_partial_batch(tiny_root, target):
-    dataset = dg.CelebAMaskHQ(tiny_root, "train", batch_size=3, image_size=33, target=target)
+    dataset = CelebAMaskHQ(tiny_root, "train", batch_size=3, image_size=33, target=target)
     assert len(dataset) == 2 and dataset.num_classes == NUM_CLASSES and dataset.image_size == 33
     x, y = dataset[0]
     assert x.shape == (3, 33, 33, 3) and x.dtype == np.float32
@@ -257,7 +270,7 @@ def test_batches_shapes_ranges_and_last_partial_batch(tiny_root, target):
     else:
         assert y.shape == (3, 33, 33, NUM_CLASSES) and y.dtype == np.float32
         np.testing.assert_array_equal(y.sum(-1), 1)
-    dataset = dg.CelebAMaskHQ(tiny_root, "all", batch_size=4, image_size=16)
+    dataset = CelebAMaskHQ(tiny_root, "all", batch_size=4, image_size=16)
     assert len(dataset) == 2 and dataset[1][0].shape[0] == 2
     with pytest.raises(IndexError):
         dataset[2]
@@ -265,15 +278,15 @@ def test_batches_shapes_ranges_and_last_partial_batch(tiny_root, target):
 
 def test_onehot_argmax_equals_integer_target(tiny_root):
     options = dict(split="all", batch_size=6, image_size=21, shuffle=False)
-    _, integer = dg.CelebAMaskHQ(tiny_root, target="integer", **options)[0]
-    _, onehot = dg.CelebAMaskHQ(tiny_root, target="onehot", **options)[0]
+    _, integer = CelebAMaskHQ(tiny_root, target="integer", **options)[0]
+    _, onehot = CelebAMaskHQ(tiny_root, target="onehot", **options)[0]
     np.testing.assert_array_equal(onehot.argmax(-1), integer)
     assert set(np.unique(integer)) <= set(range(NUM_CLASSES))
 
 
-@pytest.mark.parametrize("class_weights", [*dg.WEIGHT_SCHEMES, [1.0] * NUM_CLASSES])
+@pytest.mark.parametrize("class_weights", [*class_weights.WEIGHT_SCHEMES, [1.0] * NUM_CLASSES])
 def test_dataset_weights_finite_positive_mean_one(tiny_root, class_weights):
-    dataset = dg.CelebAMaskHQ(
+    dataset = CelebAMaskHQ(
         tiny_root, "val", batch_size=2, image_size=16, class_weights=class_weights
     )
     x, y, w = dataset[0]
@@ -283,18 +296,18 @@ def test_dataset_weights_finite_positive_mean_one(tiny_root, class_weights):
 
 def test_bad_arguments_are_named(tiny_root):
     with pytest.raises(ValueError, match="target"):
-        dg.CelebAMaskHQ(tiny_root, target="sparse")
+        CelebAMaskHQ(tiny_root, target="sparse")
     with pytest.raises(ValueError, match="batch_size"):
-        dg.CelebAMaskHQ(tiny_root, batch_size=0)
+        CelebAMaskHQ(tiny_root, batch_size=0)
     with pytest.raises(ValueError, match="class_weights"):
-        dg.CelebAMaskHQ(tiny_root, class_weights="inverse")
+        CelebAMaskHQ(tiny_root, class_weights="inverse")
     with pytest.raises(ValueError, match="class weights"):
-        dg.CelebAMaskHQ(tiny_root, class_weights=[1.0, 2.0])
+        CelebAMaskHQ(tiny_root, class_weights=[1.0, 2.0])
 
 
 def test_same_seed_and_epoch_give_identical_batches(tiny_root):
     def batches(epoch):
-        dataset = dg.CelebAMaskHQ(tiny_root, "all", batch_size=6, image_size=24, augment=True)
+        dataset = CelebAMaskHQ(tiny_root, "all", batch_size=6, image_size=24, augment=True)
         dataset.set_epoch(epoch)
         return dataset[0]
 
@@ -306,7 +319,7 @@ def test_same_seed_and_epoch_give_identical_batches(tiny_root):
 
 def test_order_reshuffles_each_epoch(tmp_path):
     write_mapping(tmp_path, {k: k for k in range(40)})
-    dataset = dg.CelebAMaskHQ(tmp_path, "all", batch_size=40, image_size=8)
+    dataset = CelebAMaskHQ(tmp_path, "all", batch_size=40, image_size=8)
     first = dataset._order.copy()
     dataset.on_epoch_end()
     assert dataset.epoch == 1 and not np.array_equal(first, dataset._order)
@@ -319,25 +332,25 @@ def test_augmentation_keeps_ids_valid_and_swaps_sides(tiny_root):
     label[25:35, 5:35] = CLASS_IDS["u_lip"]
     image = np.full((40, 40, 3), 128, np.uint8)
     for seed in range(8):
-        _, augmented = dg.augment_sample(image, label, np.random.default_rng(seed))
+        _, augmented = augment.augment_sample(image, label, np.random.default_rng(seed))
         assert set(np.unique(augmented)) <= {0, CLASS_IDS["l_eye"], CLASS_IDS["r_eye"], 11}
-    flips = [dg.augment_sample(image, label, np.random.default_rng(s))[1] for s in range(8)]
+    flips = [augment.augment_sample(image, label, np.random.default_rng(s))[1] for s in range(8)]
     assert any((f == CLASS_IDS["r_eye"]).any() for f in flips)
 
 
 def test_shard_splits_ids(tiny_root):
-    dataset = dg.CelebAMaskHQ(tiny_root, "all", batch_size=2, image_size=8)
+    dataset = CelebAMaskHQ(tiny_root, "all", batch_size=2, image_size=8)
     shards = [dataset.shard(2, index) for index in range(2)]
     assert sorted(shards[0].ids + shards[1].ids) == dataset.ids
     assert not set(shards[0].ids) & set(shards[1].ids)
 
 
 def test_skip_bad_samples(tiny_root):
-    dg.image_path(tiny_root, 1).write_bytes(b"not a jpeg")
-    strict = dg.CelebAMaskHQ(tiny_root, "all", batch_size=6, image_size=8, shuffle=False)
-    with pytest.raises(dg.DatasetError, match=r"1\.jpg"):
+    layout.image_path(tiny_root, 1).write_bytes(b"not a jpeg")
+    strict = CelebAMaskHQ(tiny_root, "all", batch_size=6, image_size=8, shuffle=False)
+    with pytest.raises(errors.DatasetError, match=r"1\.jpg"):
         strict[0]
-    lenient = dg.CelebAMaskHQ(
+    lenient = CelebAMaskHQ(
         tiny_root, "all", batch_size=6, image_size=8, shuffle=False, skip_bad_samples=True
     )
     x, _ = lenient[0]
@@ -351,18 +364,18 @@ def test_skip_bad_samples(tiny_root):
 
 
 def test_cache_round_trip_and_invalidation(tiny_root, tmp_path):
-    cache = dg.LabelCache(tiny_root, tmp_path / "cache")
+    cache = samples.LabelCache(tiny_root, tmp_path / "cache")
     first = cache.load(1)
     assert cache.entry_path(1).is_file()
     np.testing.assert_array_equal(cache.load(1), first)
-    np.testing.assert_array_equal(first, dg.merge_masks(tiny_root, 1))
+    np.testing.assert_array_equal(first, samples.merge_masks(tiny_root, 1))
     # A changed part file invalidates the entry.
-    save_mask(dg.part_path(tiny_root, 1, "nose"), box(0, 0, 30, 30))
+    save_mask(layout.part_path(tiny_root, 1, "nose"), box(0, 0, 30, 30))
     assert cache.load(1)[5, 5] == CLASS_IDS["nose"]
 
 
 def test_corrupt_cache_entry_is_not_served(tiny_root, tmp_path):
-    cache = dg.LabelCache(tiny_root, tmp_path / "cache")
+    cache = samples.LabelCache(tiny_root, tmp_path / "cache")
     expected = cache.load(2)
     cache.entry_path(2).write_bytes(b"\x89PNG\r\n\x1a\n broken")
     np.testing.assert_array_equal(cache.load(2), expected)
@@ -373,8 +386,8 @@ def test_corrupt_cache_entry_is_not_served(tiny_root, tmp_path):
 
 def test_dataset_with_cache_matches_without(tiny_root, tmp_path):
     options = dict(split="all", batch_size=6, image_size=20, shuffle=False)
-    plain = dg.CelebAMaskHQ(tiny_root, **options)[0]
-    cached = dg.CelebAMaskHQ(
+    plain = CelebAMaskHQ(tiny_root, **options)[0]
+    cached = CelebAMaskHQ(
         tiny_root, cache_dir=tmp_path, class_weights="median_frequency", **options
     )
     assert (tmp_path / "class_counts_train.json").is_file()
@@ -387,17 +400,17 @@ def test_dataset_with_cache_matches_without(tiny_root, tmp_path):
 
 
 def test_check_finds_every_planted_defect(tiny_root, capsys):
-    assert dg.check_dataset(tiny_root, progress=False) == []
+    assert checks.check_dataset(tiny_root, progress=False) == []
     assert dg.main(["check", "--data_root", str(tiny_root)]) == 0
-    truncated = dg.image_path(tiny_root, 0)
+    truncated = layout.image_path(tiny_root, 0)
     truncated.write_bytes(truncated.read_bytes()[:2000])
-    dg.part_path(tiny_root, 1, "nose").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    layout.part_path(tiny_root, 1, "nose").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     for part in FACE_PARTS:
-        dg.part_path(tiny_root, 2, part).unlink()
-    save_mask(dg.part_path(tiny_root, 3, "hair"), np.ones((100, 100), bool))
-    dg.image_path(tiny_root, 4).unlink()
-    Image.new("RGB", (512, 512)).save(dg.image_path(tiny_root, 5))
-    problems = dg.check_dataset(tiny_root, progress=False)
+        layout.part_path(tiny_root, 2, part).unlink()
+    save_mask(layout.part_path(tiny_root, 3, "hair"), np.ones((100, 100), bool))
+    layout.image_path(tiny_root, 4).unlink()
+    Image.new("RGB", (512, 512)).save(layout.image_path(tiny_root, 5))
+    problems = checks.check_dataset(tiny_root, progress=False)
     expected = [
         "0.jpg",
         "00001_nose.png",
@@ -411,19 +424,19 @@ def test_check_finds_every_planted_defect(tiny_root, capsys):
     assert len(problems) == len(expected)
     assert dg.main(["check", "--data_root", str(tiny_root)]) == 1
     assert "6 problem(s)" in capsys.readouterr().out
-    with pytest.raises(dg.DatasetError, match="problem"):
-        dg.validate_split(tiny_root, dg.split_ids(tiny_root, "all"))
+    with pytest.raises(errors.DatasetError, match="problem"):
+        checks.validate_split(tiny_root, layout.split_ids(tiny_root, "all"))
 
 
 def test_check_reports_layout_problems(tmp_path):
-    (tmp_path / dg.MISSPELT_MASK_DIR).mkdir()
-    problems = dg.check_dataset(tmp_path, progress=False)
+    (tmp_path / layout.MISSPELT_MASK_DIR).mkdir()
+    problems = checks.check_dataset(tmp_path, progress=False)
     assert any("CelebA-HQ-to-CelebA-mapping.txt" in problem for problem in problems)
     assert any("rename" in problem for problem in problems)
 
 
 def test_validate_split_passes_sound_data(tiny_root):
-    dg.validate_split(tiny_root, dg.split_ids(tiny_root, "train"))
+    checks.validate_split(tiny_root, layout.split_ids(tiny_root, "train"))
 
 
 def test_cli_usage_error_exits_2(capsys):

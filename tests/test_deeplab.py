@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-import deeplab
-from face_classes import NUM_CLASSES
+from faceparsing.classes import NUM_CLASSES
+from faceparsing.model import atrous, backbones, cost, deeplabv3plus
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny heads keep every build and call fast on CPU.
@@ -21,7 +21,7 @@ BACKBONE_OPTIONS = {"mobilenetv2": {"alpha": 0.35}}
 def tiny_model(backbone="mobilenetv2", output_stride=16, **options):
     options = {**TINY, **BACKBONE_OPTIONS.get(backbone, {}), **options}
     options.setdefault("weights", None)
-    return deeplab.DeepLabV3Plus(backbone=backbone, output_stride=output_stride, **options)
+    return deeplabv3plus.DeepLabV3Plus(backbone=backbone, output_stride=output_stride, **options)
 
 
 def random_images(*shape, seed=0):
@@ -58,10 +58,10 @@ def value_and_grads(layer, inputs):
 
 
 LAYER_PAIRS = {
-    "conv": (layers.Conv2D, deeplab.AtrousConv2D, {"filters": 5, "kernel_size": 3}),
-    "depthwise": (layers.DepthwiseConv2D, deeplab.AtrousDepthwiseConv2D, {"kernel_size": 3}),
+    "conv": (layers.Conv2D, atrous.AtrousConv2D, {"filters": 5, "kernel_size": 3}),
+    "depthwise": (layers.DepthwiseConv2D, atrous.AtrousDepthwiseConv2D, {"kernel_size": 3}),
     "separable": (
-        layers.SeparableConv2D, deeplab.AtrousSeparableConv2D, {"filters": 5, "kernel_size": 3},
+        layers.SeparableConv2D, atrous.AtrousSeparableConv2D, {"filters": 5, "kernel_size": 3},
     ),
 }  # fmt: skip
 
@@ -102,12 +102,12 @@ def test_atrous_conv_with_dynamic_shapes_in_tf_function(jit_compile):
     import tensorflow as tf
 
     plain = layers.Conv2D(4, 3, padding="same", dilation_rate=6)
-    atrous = deeplab.AtrousConv2D(4, 3, padding="same", dilation_rate=6)
+    fast = atrous.AtrousConv2D(4, 3, padding="same", dilation_rate=6)
     plain.build((None, None, None, 3))
-    atrous.build((None, None, None, 3))
-    atrous.set_weights(plain.get_weights())
+    fast.build((None, None, None, 3))
+    fast.set_weights(plain.get_weights())
     signature = [tf.TensorSpec((None, None, None, 3), tf.float32)]
-    call = tf.function(atrous.__call__, input_signature=signature, jit_compile=jit_compile)
+    call = tf.function(fast.__call__, input_signature=signature, jit_compile=jit_compile)
     for size in [(4, 5), (13, 8), (24, 24)]:
         inputs = random_images(1, *size, 3)
         np.testing.assert_allclose(call(inputs), plain(inputs), rtol=1e-4, atol=1e-3)
@@ -116,8 +116,8 @@ def test_atrous_conv_with_dynamic_shapes_in_tf_function(jit_compile):
 def test_atrous_and_plain_layers_share_weight_files(tmp_path):
     fast = tiny_model(fast_atrous=True)
     slow = tiny_model(fast_atrous=False)
-    assert any(isinstance(layer, deeplab.AtrousConv2D) for layer in fast.layers)
-    assert not any(isinstance(layer, deeplab.AtrousConv2D) for layer in slow.layers)
+    assert any(isinstance(layer, atrous.AtrousConv2D) for layer in fast.layers)
+    assert not any(isinstance(layer, atrous.AtrousConv2D) for layer in slow.layers)
     fast.save_weights(tmp_path / "fast.weights.h5")
     slow.load_weights(tmp_path / "fast.weights.h5")
     images = random_images(1, 40, 56, 3)
@@ -162,7 +162,7 @@ def test_save_and_load_without_custom_objects(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, deeplab.DeepLabV3Plus)
+    assert isinstance(loaded, deeplabv3plus.DeepLabV3Plus)
     assert loaded.get_config() == model.get_config()
     images = random_images(1, 40, 56, 3)
     np.testing.assert_allclose(loaded(images), model(images), rtol=1e-5, atol=1e-5)
@@ -196,7 +196,7 @@ def test_weight_mismatch_names_the_layers():
         [keras.Input((4, 4, 3)), layers.Conv2D(3, 1, name="conv_a"), layers.Dense(2, name="head")]
     )
     with pytest.raises(ValueError, match=r"missing layers \['head'\].*conv_a"):
-        deeplab.copy_weights_by_name(source, target)
+        backbones.copy_weights_by_name(source, target)
 
 
 def test_imagenet_download_failure_names_the_alternatives(monkeypatch):
@@ -207,7 +207,7 @@ def test_imagenet_download_failure_names_the_alternatives(monkeypatch):
 
     original = keras.applications.MobileNetV2
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
-    with pytest.raises(deeplab.PretrainedWeightsUnavailableError, match="weights=None"):
+    with pytest.raises(backbones.PretrainedWeightsUnavailableError, match="weights=None"):
         tiny_model(weights="imagenet")
 
 
@@ -252,9 +252,13 @@ def test_batchnorm_momentum_reaches_backbone_and_head():
     default = tiny_model()
     assert default.backbone.get_layer("bn_Conv1").momentum == 0.999  # MobileNetV2's own
     model = tiny_model(batchnorm_momentum=0.9)
-    momenta = {layer.momentum for layer in deeplab._all_layers(model) if isinstance(layer, layers.BatchNormalization)}
+    momenta = {
+        layer.momentum
+        for layer in cost._all_layers(model)
+        if isinstance(layer, layers.BatchNormalization)
+    }
     assert momenta == {0.9}
-    assert deeplab.DeepLabV3Plus.from_config(model.get_config()).batchnorm_momentum == 0.9
+    assert deeplabv3plus.DeepLabV3Plus.from_config(model.get_config()).batchnorm_momentum == 0.9
 
 
 def test_multiply_adds_of_known_layers():
@@ -263,11 +267,11 @@ def test_multiply_adds_of_known_layers():
          layers.DepthwiseConv2D(3, padding="same"), layers.GlobalAveragePooling2D(),
          layers.Dense(2)]
     )  # fmt: skip
-    assert deeplab.count_multiply_adds(model) == 64 * 3 * 3 * 3 * 4 + 64 * 3 * 3 * 4 + 4 * 2
+    assert cost.count_multiply_adds(model) == 64 * 3 * 3 * 3 * 4 + 64 * 3 * 3 * 4 + 4 * 2
 
 
 def test_model_report():
-    report = deeplab.model_report(tiny_model(), image_size=64)
+    report = cost.model_report(tiny_model(), image_size=64)
     assert report["total_params"] >= report["trainable_params"] > 0
     assert report["multiply_adds"] > 0
     assert report["gmacs"] == pytest.approx(report["multiply_adds"] / 1e9)
@@ -279,9 +283,9 @@ def test_jax_backend_predict_and_train_step():
         """
         import numpy as np
         import keras
-        import deeplab
+        from faceparsing.model import deeplabv3plus
         assert keras.backend.backend() == "jax"
-        model = deeplab.DeepLabV3Plus(backbone="mobilenetv2", weights=None, alpha=0.35,
+        model = deeplabv3plus.DeepLabV3Plus(backbone="mobilenetv2", weights=None, alpha=0.35,
                                       aspp_filters=8, decoder_filters=8, low_level_filters=4)
         images = np.random.uniform(0, 255, (2, 24, 40, 3)).astype("float32")
         labels = np.random.randint(0, 19, (2, 24, 40)).astype("int32")
@@ -292,7 +296,7 @@ def test_jax_backend_predict_and_train_step():
         print("ok")
         """
     )
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )

@@ -5,9 +5,10 @@ import pytest
 from PIL import Image
 
 import evaluate
-import metrics
 from data_generator import merge_masks, split_ids
-from face_classes import CLASS_NAMES, FLIP_PERMUTATION
+from faceparsing import metrics
+from faceparsing.classes import CLASS_NAMES, FLIP_PERMUTATION
+from faceparsing.inference import evaluation, predict
 
 
 def test_report_matches_recomputation_from_saved_predictions(demo_root, trained_run, tmp_path):
@@ -50,8 +51,8 @@ def test_flip_tta_swaps_left_and_right_channels_back():
 
     images = np.zeros((1, 4, 4, 3), np.float32)
     images[0, :, :2, 0] = 1.0  # left half bright: the mirror sees it on the right
-    plain = evaluate.predict_logits(MirrorModel(), images, "none")
-    averaged = evaluate.predict_logits(MirrorModel(), images, "flip")
+    plain = predict.predict_logits(MirrorModel(), images, "none")
+    averaged = predict.predict_logits(MirrorModel(), images, "flip")
     mirrored = MirrorModel().predict_on_batch(images[:, :, ::-1])[:, :, ::-1][..., FLIP_PERMUTATION]
     np.testing.assert_allclose(averaged, 0.5 * (plain + mirrored))
     assert averaged[0, 0, 3, 5] > 0  # the mirror's left eye on the right half is a right eye
@@ -59,12 +60,12 @@ def test_flip_tta_swaps_left_and_right_channels_back():
 
 def test_format_table_marks_absent_classes():
     confusion = metrics.confusion_matrix([0, 1, 1], [0, 1, 0])
-    report = evaluate.build_report(confusion, "x.keras", "test", 1, "none")
-    table = evaluate.format_table(report)
+    report = evaluation.build_report(confusion, "x.keras", "test", 1, "none")
+    table = evaluation.format_table(report)
     assert "absent" in table and "DML-CSR" in table and "this checkpoint" in table
     assert "not comparable with the published rows" in table  # 1 image is not the official split
-    report["num_images"] = evaluate.OFFICIAL_TEST_IMAGES
-    assert "not comparable" not in evaluate.format_table(report)
+    report["num_images"] = evaluation.OFFICIAL_TEST_IMAGES
+    assert "not comparable" not in evaluation.format_table(report)
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-import export
-from checkpoints import load_checkpoint
+from faceparsing.inference import exporting
+from faceparsing.inference.checkpoints import load_checkpoint
 
 
 def test_keras_export_round_trips(trained_run, tmp_path):
-    out = export.export(trained_run / "best.keras", "keras", tmp_path / "model.keras")
+    out = exporting.export(trained_run / "best.keras", "keras", tmp_path / "model.keras")
     image = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     original = load_checkpoint(trained_run / "best.keras").predict_on_batch(image)
     np.testing.assert_allclose(load_checkpoint(out).predict_on_batch(image), original, atol=1e-5)
@@ -16,7 +16,7 @@ def test_keras_export_round_trips(trained_run, tmp_path):
 def test_tflite_export_matches_keras(trained_run, tmp_path, quantize, tolerance):
     import tensorflow as tf
 
-    out = export.export(
+    out = exporting.export(
         trained_run / "best.keras", "tflite", tmp_path / "model.tflite", quantize=quantize
     )
     interpreter = tf.lite.Interpreter(model_path=str(out))
@@ -32,13 +32,15 @@ def test_tflite_export_matches_keras(trained_run, tmp_path, quantize, tolerance)
 
 def test_quantize_needs_tflite(trained_run, tmp_path):
     with pytest.raises(ValueError, match="--quantize applies to --format tflite only"):
-        export.export(trained_run / "best.keras", "keras", tmp_path / "m.keras", quantize="float16")
+        exporting.export(
+            trained_run / "best.keras", "keras", tmp_path / "m.keras", quantize="float16"
+        )
 
 
 def test_savedmodel_export_serves_the_same_logits(trained_run, tmp_path):
     import tensorflow as tf
 
-    out = export.export(trained_run / "best.keras", "savedmodel", tmp_path / "saved")
+    out = exporting.export(trained_run / "best.keras", "savedmodel", tmp_path / "saved")
     loaded = tf.saved_model.load(str(out))  # keep a reference: its variables live on it
     image = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     expected = load_checkpoint(trained_run / "best.keras").predict_on_batch(image)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import image_io
+from faceparsing import errors, images
 
 
 def _save(tmp_path, name, image, **kwargs):
@@ -15,13 +15,13 @@ def _save(tmp_path, name, image, **kwargs):
 def test_every_mode_becomes_rgb(tmp_path, mode):
     image = Image.new("RGB", (7, 5), (10, 200, 30)).convert(mode)
     path = _save(tmp_path, "a.png" if mode != "CMYK" else "a.jpg", image)
-    array = image_io.read_rgb(path)
+    array = images.read_rgb(path)
     assert array.shape == (5, 7, 3) and array.dtype == np.uint8
 
 
 def test_transparent_pixels_are_composited_on_white(tmp_path):
     image = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
-    array = image_io.read_rgb(_save(tmp_path, "t.png", image))
+    array = images.read_rgb(_save(tmp_path, "t.png", image))
     assert (array == 255).all()
 
 
@@ -30,33 +30,33 @@ def test_exif_orientation_is_respected(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
     path = _save(tmp_path, "rotated.jpg", image, exif=exif)
-    assert image_io.read_rgb(path).shape == (8, 4, 3)
+    assert images.read_rgb(path).shape == (8, 4, 3)
 
 
 def test_non_image_and_truncated_files_name_the_file(tmp_path):
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
-    with pytest.raises(image_io.ImageReadError, match="notes.jpg: not a readable image"):
-        image_io.read_rgb(text)
+    with pytest.raises(errors.ImageReadError, match="notes.jpg: not a readable image"):
+        images.read_rgb(text)
     good = _save(tmp_path, "cut.jpg", Image.new("RGB", (64, 64), (1, 2, 3)))
     data = good.read_bytes()
     good.write_bytes(data[: len(data) // 2])
-    with pytest.raises(image_io.ImageReadError, match="cut.jpg"):
-        image_io.read_rgb(good)
-    with pytest.raises(image_io.ImageReadError, match="missing.png: file not found"):
-        image_io.read_rgb(tmp_path / "missing.png")
+    with pytest.raises(errors.ImageReadError, match="cut.jpg"):
+        images.read_rgb(good)
+    with pytest.raises(errors.ImageReadError, match="missing.png: file not found"):
+        images.read_rgb(tmp_path / "missing.png")
 
 
 def test_decompression_bomb_is_refused(tmp_path):
     path = _save(tmp_path, "bomb.png", Image.new("L", (200, 200)))
-    with pytest.raises(image_io.ImageReadError, match="bomb.png: 200x200 pixels exceeds"):
-        image_io.read_rgb(path, max_pixels=1000)
+    with pytest.raises(errors.ImageReadError, match="bomb.png: 200x200 pixels exceeds"):
+        images.read_rgb(path, max_pixels=1000)
 
 
 def test_list_images_accepts_file_folder_and_glob(tmp_path):
     for name in ("b.png", "a.jpg", "c.txt"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in image_io.list_images(tmp_path)] == ["a.jpg", "b.png"]
-    assert [p.name for p in image_io.list_images(tmp_path / "b.png")] == ["b.png"]
-    assert [p.name for p in image_io.list_images(str(tmp_path / "*.txt"))] == ["c.txt"]
-    assert image_io.list_images(str(tmp_path / "nothing*")) == []
+    assert [p.name for p in images.list_images(tmp_path)] == ["a.jpg", "b.png"]
+    assert [p.name for p in images.list_images(tmp_path / "b.png")] == ["b.png"]
+    assert [p.name for p in images.list_images(str(tmp_path / "*.txt"))] == ["c.txt"]
+    assert images.list_images(str(tmp_path / "nothing*")) == []

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from experiments import imbalance
-from face_classes import CLASS_NAMES
+from faceparsing.classes import CLASS_NAMES
 
 
 def test_quick_study_writes_report_chart_and_results(tmp_path):

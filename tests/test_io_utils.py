@@ -1,6 +1,6 @@
 import pytest
 
-from io_utils import atomic_path, atomic_write_text, check_writable_dir
+from faceparsing.files import atomic_path, atomic_write_text, check_writable_dir
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-import losses
-from config import CHOICES
+from faceparsing.config import CHOICES
+from faceparsing.training import losses
 
 LOSS_NAMES = ["cross_entropy", "focal", "dice_ce", "lovasz"]
 

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-import metrics
+from faceparsing import metrics
 
 
 def test_confusion_matrix_counts_rows_as_truth():
@@ -84,7 +84,8 @@ def test_metric_compiles_under_jax_jit():
     from conftest import REPO
 
     code = """
-import jax, numpy as np, metrics
+import jax, numpy as np
+from faceparsing import metrics
 metric = metrics.SegmentationMeanIoU()
 labels = np.random.default_rng(0).integers(0, 19, (2, 8, 8))
 logits = np.random.default_rng(1).normal(size=(2, 8, 8, 19)).astype("float32")

@@ -7,7 +7,6 @@ covered in the per-module test files are not repeated here.
 
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,11 @@ from PIL import Image
 import data_generator as dg
 import train
 import visualize
+from faceparsing import errors
+from faceparsing.data import checks, class_weights, layout, samples
+from faceparsing.data.dataset import CelebAMaskHQ
+from faceparsing.model import deeplabv3plus
+from faceparsing.training import trainer
 
 # One batch of 4 training images and one step, so a bad sample is always read;
 # eager, because tracing the train step costs a minute on a busy 2-core CPU.
@@ -38,12 +42,12 @@ def data_copy(demo_root, tmp_path):
 
 
 def first_train_id(root):
-    return dg.split_ids(root, "train")[0]
+    return layout.split_ids(root, "train")[0]
 
 
 def last_part(root, image_id):
     """The last existing part mask: `validate_split` only reads the first one."""
-    return dg.existing_parts(root, image_id)[-1][1]
+    return layout.existing_parts(root, image_id)[-1][1]
 
 
 def assert_one_line_error(capsys, *fragments):
@@ -61,9 +65,7 @@ def save_tiny_model(path, classes=19, lambda_marker=None):
     if lambda_marker is not None:
         layers.append(
             keras.layers.Lambda(
-                lambda x, marker=str(lambda_marker): (
-                    __import__("pathlib").Path(marker).touch() or x
-                )
+                lambda x, marker=str(lambda_marker): __import__("pathlib").Path(marker).touch() or x
             )
         )
     layers.append(keras.layers.Conv2D(classes, 1))
@@ -77,24 +79,24 @@ def save_tiny_model(path, classes=19, lambda_marker=None):
 
 
 def _remove_mapping(root):
-    (root / dg.MAPPING_FILE).unlink()
-    return [root / dg.MAPPING_FILE]
+    (root / layout.MAPPING_FILE).unlink()
+    return [root / layout.MAPPING_FILE]
 
 
 def _misspell_mask_folder(root):
-    (root / dg.MASK_DIR).rename(root / dg.MISSPELT_MASK_DIR)
-    return [dg.MISSPELT_MASK_DIR, "rename"]
+    (root / layout.MASK_DIR).rename(root / layout.MISSPELT_MASK_DIR)
+    return [layout.MISSPELT_MASK_DIR, "rename"]
 
 
 def _remove_all_parts(root):
     image_id = first_train_id(root)
-    for _, path, _ in dg.existing_parts(root, image_id):
+    for _, path, _ in layout.existing_parts(root, image_id):
         path.unlink()
     return [f"no part masks found for image {image_id}"]
 
 
 def _remove_image(root):
-    path = dg.image_path(root, first_train_id(root))
+    path = layout.image_path(root, first_train_id(root))
     path.unlink()
     return [f"missing file {path}"]
 
@@ -102,7 +104,7 @@ def _remove_image(root):
 def _bomb_image(root):
     # Pillow refuses files over twice MAX_IMAGE_PIXELS; the test lowers the
     # limit to 1 Mpx, so a 1500x1500 image stands in for a real bomb.
-    path = dg.image_path(root, first_train_id(root))
+    path = layout.image_path(root, first_train_id(root))
     Image.new("RGB", (1500, 1500)).save(path, quality=50)
     return [path, "exceeds limit"]
 
@@ -116,7 +118,7 @@ def test_bad_dataset_stops_train_before_the_model_is_built(
 ):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024 * 1024)
     fragments = damage(data_copy)
-    monkeypatch.setattr(train, "build_model", pytest.fail)  # fail fast: before any model
+    monkeypatch.setattr(trainer, "build_model", pytest.fail)  # fail fast: before any model
     assert train.main(tiny_train_args(data_copy, tmp_path / "run")) == 2
     assert_one_line_error(capsys, *fragments)
 
@@ -125,9 +127,9 @@ def test_bomb_in_dataset_is_a_dataset_error_naming_the_file(data_copy, monkeypat
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024 * 1024)
     path = _bomb_image(data_copy)[0]
     image_id = first_train_id(data_copy)
-    with pytest.raises(dg.DatasetError, match=f"{image_id}.jpg"):
-        dg.load_image(data_copy, image_id, 32)
-    assert any(str(path) in problem for problem in dg.image_problems(data_copy, image_id))
+    with pytest.raises(errors.DatasetError, match=f"{image_id}.jpg"):
+        samples.load_image(data_copy, image_id, 32)
+    assert any(str(path) in problem for problem in checks.image_problems(data_copy, image_id))
 
 
 def test_check_of_a_missing_root_exits_1(tmp_path, capsys):
@@ -141,7 +143,7 @@ def test_check_of_a_missing_root_exits_1(tmp_path, capsys):
 
 
 def _truncate_image(root):
-    path = dg.image_path(root, first_train_id(root))
+    path = layout.image_path(root, first_train_id(root))
     path.write_bytes(path.read_bytes()[:3000])
     return path
 
@@ -222,7 +224,7 @@ CHECKPOINT_DEFECTS = [_missing_checkpoint, _corrupt_checkpoint, _five_class_chec
 @pytest.mark.parametrize("defect", CHECKPOINT_DEFECTS)
 def test_bad_init_checkpoint(defect, demo_root, tmp_path, capsys, monkeypatch):
     path, message = defect(tmp_path)
-    monkeypatch.setattr(train, "build_model", pytest.fail)  # refused before any model
+    monkeypatch.setattr(trainer, "build_model", pytest.fail)  # refused before any model
     assert train.main(tiny_train_args(demo_root, tmp_path / "run", f"--init={path}")) == 2
     assert_one_line_error(capsys, path, message)
 
@@ -268,13 +270,13 @@ def test_unusable_photo_for_visualize(kind, trained_run, tmp_path, capsys, monke
 
 
 def test_nan_loss_stops_training_with_a_clear_message(demo_root, tmp_path, capsys, monkeypatch):
-    get_batch = dg.CelebAMaskHQ.__getitem__
+    get_batch = CelebAMaskHQ.__getitem__
 
     def poisoned(self, index):
         images, *rest = get_batch(self, index)
         return (images * np.nan, *rest)
 
-    monkeypatch.setattr(dg.CelebAMaskHQ, "__getitem__", poisoned)
+    monkeypatch.setattr(CelebAMaskHQ, "__getitem__", poisoned)
     run_dir = tmp_path / "run"
     assert train.main(tiny_train_args(demo_root, run_dir, *ONE_BATCH)) == 1
     assert_one_line_error(capsys, "loss became NaN or infinite in epoch 1")
@@ -286,16 +288,18 @@ def test_nan_loss_stops_training_with_a_clear_message(demo_root, tmp_path, capsy
 @pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice_ce"])
 @pytest.mark.parametrize("scheme", ["median_frequency", "per_image"])
 def test_class_weighted_losses_stay_finite_when_classes_are_absent(name, scheme):
-    import losses
+    from faceparsing.training import losses
 
     labels = np.zeros((2, 8, 8), np.int32)
     labels[0, :2, :2] = 1  # classes 2..18 absent from the batch; image 1 is background only
     if scheme == "per_image":
-        weights = dg.per_image_pixel_weights(labels)
+        weights = class_weights.per_image_pixel_weights(labels)
     else:
         counts = np.zeros(19)
         counts[:3] = (1000, 10, 1)  # most classes never seen in training either
-        weights = dg.pixel_weights(labels, dg.class_weights_from_counts(counts, scheme))
+        weights = class_weights.pixel_weights(
+            labels, class_weights.class_weights_from_counts(counts, scheme)
+        )
     logits = np.random.default_rng(0).normal(scale=30, size=(2, 8, 8, 19)).astype("float32")
     value = float(losses.build_loss(name)(labels, logits, sample_weight=weights))
     assert np.isfinite(value) and value > 0
@@ -311,9 +315,7 @@ def mixed_policy(request):
 
 
 def _tiny_deeplab():
-    import deeplab
-
-    return deeplab.DeepLabV3Plus(backbone="mobilenetv2", weights=None, alpha=0.35,
+    return deeplabv3plus.DeepLabV3Plus(backbone="mobilenetv2", weights=None, alpha=0.35,
                                  aspp_filters=8, decoder_filters=8)  # fmt: skip
 
 
@@ -331,7 +333,7 @@ def test_mixed_precision_keeps_logits_float32(mixed_policy):
 def test_mixed_bfloat16_step_gives_a_finite_float32_loss(mixed_policy):
     import keras
 
-    import losses
+    from faceparsing.training import losses
 
     model = _tiny_deeplab()
     model.compile(
@@ -364,8 +366,29 @@ def _state_epoch(run_dir):
         return 0
 
 
-def _start(command, **env):
-    return subprocess.Popen(command, cwd=REPO, env={**os.environ, **env},
+# Runs a script with os.replace patched so that the rename putting the named file in
+# place kills the process instead (temporary file written, rename not done): the
+# worst moment for a crash. Usage: python -c KILL_BEFORE_RENAME NAME SCRIPT ARGS...
+KILL_BEFORE_RENAME = """
+import os, runpy, signal, sys
+target, script = sys.argv[1], sys.argv[2]
+real_replace = os.replace
+def replace(source, destination, *args, **kwargs):
+    if os.path.basename(destination) == target:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(source, destination, *args, **kwargs)
+os.replace = replace
+sys.argv = [script, *sys.argv[3:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def _killed_before_rename(name, command):
+    return [sys.executable, "-c", KILL_BEFORE_RENAME, name, *command[1:]]
+
+
+def _start(command):
+    return subprocess.Popen(command, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
@@ -381,14 +404,14 @@ def _kill_when(process, condition, timeout=180):
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_path):
-    from checkpoints import load_checkpoint
+    from faceparsing.inference.checkpoints import load_checkpoint
 
     run_dir = tmp_path / "run"
     command = _train_command(demo_root, run_dir)
 
     # 1. Killed in the middle of writing epoch 2's resume weights (temp file
     #    written, rename not done): the worst moment for a crash.
-    first = _start(command, FACEPARSING_TEST_KILL_DURING_SAVE="epoch_0002.weights.h5")
+    first = _start(_killed_before_rename("epoch_0002.weights.h5", command))
     output = first.communicate(timeout=180)[0]
     assert first.returncode == -signal.SIGKILL, output
     assert _state_epoch(run_dir) == 1

@@ -4,12 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-import training
-from config import TrainConfig
+from faceparsing.config import TrainConfig
+from faceparsing.training import run_folder, schedules
 
 
 def test_poly_schedule_warms_up_then_decays_to_zero():
-    schedule = training.WarmupPolyDecay(0.1, total_steps=110, warmup_steps=10)
+    schedule = schedules.WarmupPolyDecay(0.1, total_steps=110, warmup_steps=10)
     rates = [float(schedule(step)) for step in (0, 4, 9, 10, 60, 110, 200)]
     assert rates[0] == pytest.approx(0.01)
     assert rates[1] == pytest.approx(0.05)
@@ -21,18 +21,18 @@ def test_poly_schedule_warms_up_then_decays_to_zero():
 
 @pytest.mark.parametrize("kind", ["cosine", "constant"])
 def test_other_schedules(kind):
-    schedule = training.WarmupPolyDecay(1.0, total_steps=100, kind=kind)
+    schedule = schedules.WarmupPolyDecay(1.0, total_steps=100, kind=kind)
     middle = float(schedule(50))
     assert middle == pytest.approx(0.5 if kind == "cosine" else 1.0, abs=1e-6)
-    clone = training.WarmupPolyDecay.from_config(schedule.get_config())
+    clone = schedules.WarmupPolyDecay.from_config(schedule.get_config())
     assert float(clone(50)) == pytest.approx(middle)
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
 def test_build_optimizer(name):
     config = TrainConfig(optimizer=name, epochs=2, learning_rate=0.5)
-    optimizer = training.build_optimizer(config, steps_per_epoch=10)
-    assert training.current_learning_rate(optimizer) == pytest.approx(0.5)
+    optimizer = schedules.build_optimizer(config, steps_per_epoch=10)
+    assert schedules.current_learning_rate(optimizer) == pytest.approx(0.5)
 
 
 def test_metrics_csv_has_every_row_once(tmp_path):
@@ -40,7 +40,7 @@ def test_metrics_csv_has_every_row_once(tmp_path):
         {"epoch": 1, "loss": 1.0, "val_loss": 2.0, "val_miou": 0.1, "extra": 3.0},
         {"epoch": 2, "loss": 0.5},
     ]
-    training.write_metrics_csv(tmp_path / "metrics.csv", rows)
+    run_folder.write_metrics_csv(tmp_path / "metrics.csv", rows)
     with open(tmp_path / "metrics.csv") as handle:
         read = list(csv.DictReader(handle))
     assert [row["epoch"] for row in read] == ["1", "2"]
@@ -57,7 +57,7 @@ def _tiny_model():
 def test_resume_state_round_trip_restores_weights_and_optimizer(tmp_path):
     model = _tiny_model()
     model.fit(np.ones((4, 4)), np.ones((4, 3)), verbose=0, epochs=2)
-    state = training.ResumeState(tmp_path)
+    state = run_folder.ResumeState(tmp_path)
     assert not state.resuming
     state.save(model, epoch=2, rows=[{"epoch": 1}, {"epoch": 2}], best=0.5)
     state.save(model, epoch=3, rows=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}], best=0.6)
@@ -66,7 +66,7 @@ def test_resume_state_round_trip_restores_weights_and_optimizer(tmp_path):
         "state.json",
     ]
 
-    reloaded = training.ResumeState(tmp_path)
+    reloaded = run_folder.ResumeState(tmp_path)
     assert reloaded.epoch == 3 and reloaded.best == 0.6 and len(reloaded.rows) == 3
     fresh = _tiny_model()
     reloaded.restore(fresh)
@@ -79,12 +79,12 @@ def test_broken_resume_state_is_a_clear_error(tmp_path):
     (tmp_path / "backup").mkdir()
     (tmp_path / "backup" / "state.json").write_text("{not json")
     with pytest.raises(ValueError, match="resume state .* is unreadable.*delete"):
-        training.ResumeState(tmp_path)
+        run_folder.ResumeState(tmp_path)
     (tmp_path / "backup" / "state.json").write_text(
         '{"epoch": 2, "rows": [], "weights": "gone.weights.h5"}'
     )
     with pytest.raises(ValueError, match="names a missing file"):
-        training.ResumeState(tmp_path)
+        run_folder.ResumeState(tmp_path)
 
 
 def test_plot_curves_writes_png(tmp_path):
@@ -92,5 +92,5 @@ def test_plot_curves_writes_png(tmp_path):
         {"epoch": 1, "loss": 1.0, "val_loss": 1.2, "val_miou": 0.3},
         {"epoch": 2, "loss": 0.8, "val_loss": 1.0, "val_miou": 0.5},
     ]
-    training.plot_curves(rows, tmp_path / "curves.png")
+    run_folder.plot_curves(rows, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,9 +11,19 @@ from pathlib import Path
 
 import yaml
 
+from faceparsing.data.class_weights import WEIGHT_SCHEMES
+from faceparsing.data.layout import SPLITS
+from faceparsing.data.samples import TARGETS
+from faceparsing.errors import ConfigError
+from faceparsing.files import atomic_write_text
+from faceparsing.model.backbones import BACKBONES, OUTPUT_STRIDES
+from faceparsing.training.losses import LOSSES
+from faceparsing.training.schedules import LR_SCHEDULES, OPTIMIZERS
 
-class ConfigError(ValueError):
-    """A user mistake in a config file or on the command line."""
+# Values the training recipe itself defines (no other module lists them).
+MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+JIT_COMPILE_MODES = ("auto", "true", "false")
+DISTRIBUTE_MODES = ("none", "mirrored", "multiworker", "data_parallel")
 
 
 @dataclasses.dataclass
@@ -31,7 +41,9 @@ class TrainConfig:
     target: str = "integer"  # integer -> sparse CE; onehot -> categorical CE
     class_weights: str = "none"  # none|per_image|inverse_frequency|median_frequency|enet
     max_class_weight: float = 0.0  # 0 = no clipping; clipping keeps rare-class weights sane
-    cache_dir: str = ""  # merged-label cache ("" = <data_root>/.label_cache, "none" = off): ~5x faster loading
+    cache_dir: str = (
+        ""  # merged-label cache ("" = <data_root>/.label_cache, "none" = off): ~5x faster loading
+    )
     workers: int = 1  # PyDataset workers; more keep a GPU fed
     use_multiprocessing: bool = False  # processes instead of threads for the workers
     skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping
@@ -45,7 +57,9 @@ class TrainConfig:
     dropout: float = 0.1  # after the ASPP projection
     freeze_backbone: bool = False  # fine-tune only the head
     freeze_batchnorm: bool = False  # keep backbone BN statistics (small batches)
-    batchnorm_momentum: float = 0.0  # 0 = Keras/application defaults; ~0.9 for short runs from scratch
+    batchnorm_momentum: float = (
+        0.0  # 0 = Keras/application defaults; ~0.9 for short runs from scratch
+    )
     # --- optimisation ---
     epochs: int = 30  # enough for the real set at 512 with a pretrained backbone
     steps_per_epoch: int = 0  # 0 = one pass over the training split
@@ -69,19 +83,20 @@ class TrainConfig:
     verbose: int = 1  # 1 = progress bar, 2 = one line per epoch, 0 = silent
 
 
+# Each enumeration comes from the module that implements it.
 CHOICES = {
-    "train_split": ("train", "val", "test", "all"),
-    "val_split": ("train", "val", "test", "all"),
-    "target": ("integer", "onehot"),
-    "class_weights": ("none", "per_image", "inverse_frequency", "median_frequency", "enet"),
-    "backbone": ("resnet50", "resnet101", "mobilenetv2", "xception"),
-    "output_stride": (8, 16, 32),
-    "loss": ("cross_entropy", "focal", "dice_ce", "lovasz"),
-    "optimizer": ("adamw", "adam", "sgd"),
-    "lr_schedule": ("poly", "cosine", "constant"),
-    "mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
-    "jit_compile": ("auto", "true", "false"),
-    "distribute": ("none", "mirrored", "multiworker", "data_parallel"),
+    "train_split": SPLITS,
+    "val_split": SPLITS,
+    "target": TARGETS,
+    "class_weights": ("none", *WEIGHT_SCHEMES),
+    "backbone": tuple(BACKBONES),
+    "output_stride": OUTPUT_STRIDES,
+    "loss": LOSSES,
+    "optimizer": OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES,
+    "mixed_precision": MIXED_PRECISION_POLICIES,
+    "jit_compile": JIT_COMPILE_MODES,
+    "distribute": DISTRIBUTE_MODES,
     "verbose": (0, 1, 2),
 }
 RANGES = {
@@ -199,8 +214,6 @@ def to_dict(config):
 
 def save(config, path):
     """Write the resolved config as YAML (atomically)."""
-    from io_utils import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 

@@ -23,15 +23,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data_generator import (
+from faceparsing.classes import PART_NAMES
+from faceparsing.data.layout import (
     IMAGE_SIZE,
     MAPPING_FILE,
     MASK_SIZE,
+    TRAIN_END,
+    VAL_END,
     image_path,
     part_path,
 )
-from face_classes import PART_NAMES
-from io_utils import atomic_path, atomic_write_text
+from faceparsing.files import atomic_path, atomic_write_text
 
 # Probability that an image shows each rare part (CelebAMask-HQ is similar).
 RARE_PART_PROBABILITY = {"eye_g": 0.15, "hat": 0.12, "ear_r": 0.15, "neck_l": 0.12}
@@ -42,8 +44,6 @@ BALD_PROBABILITY = 0.05
 # so at 512x512 they stay >= 20 px thick.
 MIN_THICKNESS = 20
 JPEG_QUALITY = 90
-
-TRAIN_END, VAL_END = 162771, 182638  # official split thresholds on orig_idx
 
 
 # ---------------------------------------------------------------------------
@@ -208,7 +208,9 @@ def _body_parts(face, skin, rng):
     neck = np.array([[-width, chin - 50], [width, chin - 50], [width + 8, 420], [-width - 8, 420]])
     collar_y = chin + rng.uniform(55, 80)
     necklace_xs = np.linspace(-width, width, 15)
-    necklace = band(necklace_xs, chin + 12 + 20 * (1 - (necklace_xs / width) ** 2), MIN_THICKNESS + 8)
+    necklace = band(
+        necklace_xs, chin + 12 + 20 * (1 - (necklace_xs / width) ** 2), MIN_THICKNESS + 8
+    )
     cloth = np.array(
         [
             [-320, 620], [-320, collar_y + 60], [-width - 70, collar_y + 5], [-width, collar_y - 15],
@@ -424,7 +426,11 @@ def make_demo_dataset(root, num_images, seed=0, start_id=0, workers=None):
         # Spawned, not forked: the parent may already run TensorFlow threads.
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            list(pool.map(write_face, [root] * num_images, image_ids, [seed] * num_images, chunksize=16))
+            list(
+                pool.map(
+                    write_face, [root] * num_images, image_ids, [seed] * num_images, chunksize=16
+                )
+            )
     else:
         for image_id in image_ids:
             write_face(root, image_id, seed)

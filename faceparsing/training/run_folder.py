@@ -1,4 +1,4 @@
-"""Pieces of `train.py`: optimiser and schedule, run-folder callbacks, resume state.
+"""The run folder: resume state, per-epoch callback, metrics.csv, checkpoints, curves.
 
 The run folder holds `config.yaml`, `metrics.csv`, `best.keras`, `last.keras`,
 `backup/` (what a rerun resumes from) and `curves.png`. Every file is written
@@ -11,82 +11,22 @@ never get ahead of what a rerun will continue from.
 import csv
 import io
 import json
-import math
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
-from keras import ops
 
-from io_utils import atomic_path, atomic_write_text
+from faceparsing import config as config_lib
+from faceparsing.files import (
+    atomic_path,
+    atomic_write_text,
+    check_writable_dir,
+    remove_stale_temp_files,
+)
+from faceparsing.training.schedules import current_learning_rate
 
 METRIC_COLUMNS = ("epoch", "loss", "val_loss", "val_miou", "learning_rate", "seconds")
-
-
-@keras.saving.register_keras_serializable(package="faceparsing")
-class WarmupPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up, then the DeepLab "poly" decay `lr * (1 - t/T) ** power`.
-
-    Args:
-        peak_learning_rate: float. Rate reached at the end of warm-up.
-        total_steps: int. Steps of the whole run (warm-up included).
-        power: float. Poly exponent; the paper uses 0.9. Defaults to 0.9.
-        warmup_steps: int. Linear warm-up length. Defaults to 0.
-        kind: str. "poly", "cosine" or "constant" after warm-up. Defaults to "poly".
-    """
-
-    def __init__(self, peak_learning_rate, total_steps, power=0.9, warmup_steps=0, kind="poly"):
-        self.peak_learning_rate = float(peak_learning_rate)
-        self.total_steps = int(max(total_steps, 1))
-        self.power = float(power)
-        self.warmup_steps = int(warmup_steps)
-        self.kind = kind
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
-        progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
-        if self.kind == "poly":
-            factor = ops.power(1.0 - progress, self.power)
-        elif self.kind == "cosine":
-            factor = 0.5 * (1.0 + ops.cos(math.pi * progress))
-        else:
-            factor = ops.ones_like(progress)
-        if self.warmup_steps > 0:
-            warmup = ops.minimum((step + 1.0) / self.warmup_steps, 1.0)
-            factor = ops.where(step < self.warmup_steps, warmup, factor)
-        return self.peak_learning_rate * factor
-
-    def get_config(self):
-        return {
-            "peak_learning_rate": self.peak_learning_rate,
-            "total_steps": self.total_steps,
-            "power": self.power,
-            "warmup_steps": self.warmup_steps,
-            "kind": self.kind,
-        }
-
-
-def build_optimizer(config, steps_per_epoch):
-    """Return the optimiser named by `config.optimizer` with the configured schedule."""
-    schedule = WarmupPolyDecay(
-        config.learning_rate,
-        total_steps=config.epochs * steps_per_epoch,
-        warmup_steps=int(config.warmup_epochs * steps_per_epoch),
-        kind=config.lr_schedule,
-    )
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(
-            schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
-        )
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(schedule)
-    return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
-
-
-def current_learning_rate(optimizer):
-    rate = optimizer.learning_rate
-    return float(ops.convert_to_numpy(rate))
 
 
 def write_metrics_csv(path, rows):
@@ -204,13 +144,9 @@ class RunFolderCallback(keras.callbacks.Callback):
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        import time
-
         self._epoch_start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
-
         logs = dict(logs or {})
         row = {"epoch": epoch + 1}
         row.update({key: float(value) for key, value in logs.items() if key != "learning_rate"})
@@ -302,3 +238,49 @@ def plot_curves(rows, path):
     with atomic_path(path) as temp_path:
         figure.savefig(temp_path, dpi=100)
     plt.close(figure)
+
+
+# Keys that may differ when a run is resumed: they do not change what is learned.
+RESUMABLE_CHANGES = {
+    "epochs", "workers", "use_multiprocessing", "verbose", "tensorboard", "run_eagerly",
+}  # fmt: skip
+
+
+def prepare_run_dir(config):
+    """Create the run folder, refuse a run folder of a different config, write config.yaml."""
+    run_dir = Path(config.run_dir)
+    check_writable_dir(run_dir)
+    for folder in (run_dir, run_dir / "backup"):  # left by a process killed mid-write
+        remove_stale_temp_files(folder)
+    saved = run_dir / "config.yaml"
+    if saved.exists() and (run_dir / "backup" / "state.json").exists():
+        previous = config_lib.load_run_config(saved)
+        changed = [
+            key
+            for key, value in config_lib.to_dict(previous).items()
+            if getattr(config, key) != value and key not in RESUMABLE_CHANGES
+        ]
+        if changed:
+            raise ValueError(
+                f"run_dir {run_dir} holds a run with a different config ({', '.join(changed)}); "
+                "use another run_dir or delete the folder"
+            )
+    config_lib.save(config, saved)
+    return run_dir
+
+
+def write_summary(run_dir, state):
+    """Plot the curves and write summary.json from the resume state; return the summary."""
+    if not state.rows:
+        raise RuntimeError(f"no epoch completed in {run_dir}")
+    plot_curves(state.rows, run_dir / "curves.png")
+    best_row = max(state.rows, key=lambda row: row.get("val_miou", float("-inf")))
+    summary = {
+        "best_val_miou": best_row.get("val_miou"),
+        "best_epoch": best_row["epoch"],
+        "epochs": state.epoch,
+        "best_checkpoint": str(run_dir / "best.keras"),
+        "last_checkpoint": str(run_dir / "last.keras"),
+    }
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary

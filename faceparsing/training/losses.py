@@ -8,7 +8,10 @@ integer (B, H, W) or one-hot (B, H, W, C).
 import keras
 from keras import ops
 
-from face_classes import NUM_CLASSES
+from faceparsing.classes import NUM_CLASSES
+
+# Values of the config key `loss`.
+LOSSES = ("cross_entropy", "focal", "dice_ce", "lovasz")
 
 
 def _one_hot_targets(y_true, num_classes):
@@ -154,4 +157,4 @@ def build_loss(name, target="integer", focal_gamma=2.0, num_classes=NUM_CLASSES)
         return DiceCrossEntropyLoss(num_classes=num_classes)
     if name == "lovasz":
         return LovaszSoftmaxLoss(num_classes=num_classes)
-    raise ValueError(f"loss must be one of cross_entropy|focal|dice_ce|lovasz, got {name!r}")
+    raise ValueError(f"loss must be one of {'|'.join(LOSSES)}, got {name!r}")

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from face_classes import CLASS_NAMES, NUM_CLASSES
+from faceparsing.classes import CLASS_NAMES, NUM_CLASSES
 
 
 def confusion_matrix(labels, predictions, num_classes=NUM_CLASSES):

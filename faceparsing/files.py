@@ -2,14 +2,8 @@
 
 import contextlib
 import os
-import signal
 import tempfile
 from pathlib import Path
-
-# Test hook (tests/test_reliability.py): when set to a file name, the process
-# kills itself with SIGKILL after writing that file's temporary copy and before
-# the rename, the worst moment for a crash. Unset in normal use.
-KILL_DURING_SAVE_ENV = "FACEPARSING_TEST_KILL_DURING_SAVE"
 
 
 @contextlib.contextmanager
@@ -29,8 +23,6 @@ def atomic_path(path, suffix=None):
     os.unlink(temp_name)  # writers such as Keras refuse to overwrite without asking
     try:
         yield Path(temp_name)
-        if os.environ.get(KILL_DURING_SAVE_ENV) == path.name:
-            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(temp_name, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -69,16 +61,3 @@ def check_writable_dir(path):
         probe.close()
     except OSError as error:
         raise OSError(f"run_dir {path} is not writable: {error.strerror}") from None
-
-
-def report_user_error(error, exit_code=2):
-    """Print a user mistake as one `error: ...` line on stderr and return `exit_code`.
-
-    With FACEPARSING_DEBUG=1 the exception is raised again, traceback and all.
-    """
-    import sys
-
-    if os.environ.get("FACEPARSING_DEBUG"):
-        raise error
-    print(f"error: {error}", file=sys.stderr)
-    return exit_code

@@ -1,0 +1,27 @@
+"""Face parsing with DeepLabV3+ on CelebAMask-HQ: the pieces the top-level scripts share.
+
+Layers go one way (each imports only from the ones above it):
+
+- `classes`, `errors`, `files`, `images`, `config`, `cli`: foundations, no Keras.
+- `data`: the release layout, labels, augmentation, class weights, checks and
+  synthetic faces (no Keras), and the Keras dataset (`data.dataset`).
+- `model`: atrous layers, backbones, DeepLabV3+ and its cost.
+- `metrics`, `training`: losses, schedules, the run folder and `train()`.
+- `inference`: checkpoints, prediction, evaluation, overlays and export.
+
+Importing a submodule never imports Keras unless that submodule needs it, so the
+data tools (and the worker processes that draw synthetic faces) stay light.
+`faceparsing.serialization` registers every Keras object a checkpoint can hold.
+"""
+
+import os
+
+# TensorFlow prints pages of C++ start-up logs unless told otherwise; every
+# entry point imports this package before Keras, so this is the one place.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.2.0"
+
+# Every Keras object of the project is registered as "faceparsing>ClassName";
+# saved checkpoints refer to these names, so they must never change.
+KERAS_PACKAGE = "faceparsing"

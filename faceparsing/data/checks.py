@@ -1,0 +1,148 @@
+"""Dataset checks: a full scan that lists every problem, and a fast header-only check.
+
+`check_dataset` backs `python data_generator.py check`; `validate_split` runs
+before every training, so a broken download fails in seconds, not mid-epoch.
+"""
+
+from pathlib import Path
+
+from faceparsing.data.layout import (
+    IMAGE_DIR,
+    IMAGE_SIZE,
+    MAPPING_FILE,
+    MASK_DIR,
+    MASK_SIZE,
+    MISSPELT_MASK_DIR,
+    existing_parts,
+    image_path,
+    no_parts_message,
+    split_ids,
+)
+from faceparsing.data.samples import read_mask
+from faceparsing.errors import DatasetError
+from faceparsing.images import open_image
+
+
+def layout_problems(root):
+    """Return problems with the dataset root's layout (missing folders or mapping file)."""
+    root = Path(root)
+    if not root.is_dir():
+        return [f"dataset root {root} does not exist"]
+    problems = []
+    if not (root / MAPPING_FILE).is_file():
+        problems.append(f"mapping file not found: {root / MAPPING_FILE}")
+    if not (root / IMAGE_DIR).is_dir():
+        problems.append(f"image folder not found: {root / IMAGE_DIR}")
+    if not (root / MASK_DIR).is_dir():
+        message = f"mask folder not found: {root / MASK_DIR}"
+        if (root / MISSPELT_MASK_DIR).is_dir():
+            message += f" (found the misspelt '{MISSPELT_MASK_DIR}': rename it to '{MASK_DIR}')"
+        problems.append(message)
+    return problems
+
+
+def image_problems(root, image_id):
+    """Fully decode one image; return problems (unreadable, truncated, wrong size)."""
+    path = image_path(root, image_id)
+    if not path.is_file():
+        return [f"missing image {path}"]
+    try:
+        with open_image(path) as image:
+            image.load()  # decodes everything, so truncated files fail here
+            size = image.size
+    except DatasetError as error:
+        return [str(error)]
+    if size != (IMAGE_SIZE, IMAGE_SIZE):
+        return [f"image {path} is {size[0]}x{size[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}"]
+    return []
+
+
+def mask_problems(root, image_id):
+    """Read every part mask of one image; return problems (none, unreadable, wrong size)."""
+    parts = existing_parts(root, image_id)
+    if not parts:
+        return [no_parts_message(root, image_id)]
+    problems = []
+    for _, path, _ in parts:
+        try:
+            read_mask(path)
+        except DatasetError as error:
+            problems.append(str(error))
+    return problems
+
+
+def check_dataset(root, split="all", progress=True):
+    """Scan a dataset and return every problem found, each naming its file.
+
+    Args:
+        root: str or Path. Dataset root in the release layout.
+        split: str. Which official split to scan. Defaults to "all".
+        progress: bool. Show a tqdm progress bar. Defaults to True.
+
+    Returns:
+        A list of problem strings (empty when the dataset is sound).
+    """
+    problems = layout_problems(root)
+    if not (Path(root) / MAPPING_FILE).is_file():
+        return problems
+    try:
+        image_ids = split_ids(root, split)
+    except DatasetError as error:
+        return problems + [str(error)]
+    masks_present = (Path(root) / MASK_DIR).is_dir()
+    for image_id in _progress(image_ids, progress, f"checking {split}"):
+        problems += image_problems(root, image_id)
+        if masks_present:
+            problems += mask_problems(root, image_id)
+    return problems
+
+
+def validate_split(root, ids, max_listed=5):
+    """Quickly check that images and masks of `ids` exist with the right sizes.
+
+    Reads only file headers (no decoding) of each image and its first part
+    mask, so it is cheap enough to run before every training. Use
+    `check_dataset` for a full scan.
+
+    Raises:
+        DatasetError: one line listing the first `max_listed` problems and their count.
+    """
+    problems = layout_problems(root)
+    for image_id in ids if not problems else ():
+        problems += _header_problems(root, image_id)
+    if problems:
+        listed = "; ".join(problems[:max_listed])
+        more = f"; ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+        raise DatasetError(
+            f"{len(problems)} problem(s) in {root}: {listed}{more} (run `python data_generator.py "
+            f"check --data_root {root}` for a full scan)"
+        )
+
+
+def _header_problems(root, image_id):
+    parts = existing_parts(root, image_id)
+    if not parts:
+        return [no_parts_message(root, image_id)]
+    expected = [(image_path(root, image_id), IMAGE_SIZE), (parts[0][1], MASK_SIZE)]
+    problems = []
+    for path, size in expected:
+        if not path.is_file():
+            problems.append(f"missing file {path}")
+            continue
+        try:
+            with open_image(path, "file") as file:
+                width, height = file.size
+        except DatasetError as error:
+            problems.append(str(error))
+            continue
+        if (width, height) != (size, size):
+            problems.append(f"{path} is {width}x{height}, expected {size}x{size}")
+    return problems
+
+
+def _progress(items, enabled, description):
+    if not enabled:
+        return items
+    from tqdm import tqdm  # only the CLI needs it
+
+    return tqdm(items, desc=description, unit="image")

@@ -1,0 +1,172 @@
+"""One sample from disk: the image at the model's size and the merged label map.
+
+`merge_masks` follows the official `g_mask.py` exactly; `LabelCache` stores its
+result once per image so that later epochs skip the 18 mask reads.
+"""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from faceparsing.classes import NUM_CLASSES
+from faceparsing.data.layout import (
+    MASK_SIZE,
+    existing_parts,
+    image_path,
+    no_parts_message,
+)
+from faceparsing.errors import DatasetError, ImageReadError
+from faceparsing.files import atomic_path
+from faceparsing.images import open_image, read_rgb_resized, resize_nearest
+
+logger = logging.getLogger(__name__)
+
+# Target encodings of a label map: integer ids (sparse cross-entropy) or one-hot.
+TARGETS = ("integer", "onehot")
+# Bumped whenever the cached label format changes, so old entries are re-merged.
+CACHE_VERSION = "1"
+
+
+def load_image(root, image_id, size):
+    """Decode image `image_id` of the release as a (size, size, 3) uint8 RGB array.
+
+    Raises:
+        DatasetError: the file is missing, unreadable or over the pixel limit.
+    """
+    return read_rgb_resized(image_path(root, image_id), size)
+
+
+def resize_label(label, size):
+    """Resize a square label map to (size, size) with nearest neighbour (no invented ids)."""
+    return resize_nearest(label, (size, size))
+
+
+def encode_targets(labels, target):
+    """Integer labels (B, H, W) as the model's targets: int32 ids or float32 one-hot."""
+    if target == "onehot":
+        return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    return labels.astype(np.int32)
+
+
+def read_mask(path):
+    """Read one part mask as a (512, 512) uint8 array, as the official script sees it.
+
+    `g_mask.py` uses `cv2.imread` (3-channel BGR) and keeps channel 0, the blue
+    channel; grey files give their only channel. Non-zero means foreground.
+
+    Args:
+        path: str or Path. A 512x512 PNG mask.
+
+    Returns:
+        A (512, 512) uint8 array.
+    """
+    with open_image(path, "mask") as mask:
+        if mask.size != (MASK_SIZE, MASK_SIZE):
+            raise DatasetError(
+                f"mask {path} is {mask.size[0]}x{mask.size[1]}, expected {MASK_SIZE}x{MASK_SIZE}"
+            )
+        if mask.mode in ("L", "1"):
+            channel = mask.convert("L")
+        elif mask.mode == "RGB":
+            channel = mask.getchannel("B")  # no conversion copy for the usual case
+        else:
+            channel = mask.convert("RGB").getchannel("B")
+        return np.asarray(channel)
+
+
+def merge_masks(root, image_id):
+    """Merge the part masks of one image into a label map, as `g_mask.py` does.
+
+    Parts are painted in `PART_NAMES` order, later parts overwriting earlier
+    ones; part `i` of that list gets id `i + 1` and background stays 0.
+
+    Args:
+        root: str or Path. The dataset root (holding `CelebAMask-HQ-mask-anno`).
+        image_id: int. The CelebA-HQ image number.
+
+    Returns:
+        A (512, 512) uint8 label map with ids in 0..18.
+
+    Raises:
+        DatasetError: no part file exists, or a mask is unreadable or not 512x512.
+    """
+    parts = existing_parts(root, image_id)
+    if not parts:
+        raise DatasetError(no_parts_message(root, image_id))
+    label = np.zeros((MASK_SIZE, MASK_SIZE), dtype=np.uint8)
+    for class_id, path, _ in parts:
+        label[read_mask(path) != 0] = class_id
+    return label
+
+
+def parts_fingerprint(parts):
+    """Return a hash of the part files' (name, size, mtime_ns); any change alters it."""
+    entries = [(path.name, stat.st_size, stat.st_mtime_ns) for _, path, stat in parts]
+    return hashlib.sha1(json.dumps([CACHE_VERSION, entries]).encode()).hexdigest()
+
+
+class LabelCache:
+    """Merged 512x512 label maps stored once as PNG files under `cache_dir`.
+
+    Each entry carries the fingerprint of the part files it was merged from,
+    so a changed part file invalidates it; an unreadable or stale entry is
+    re-merged, never served. Writes are atomic (temporary file + `os.replace`),
+    so parallel workers never see half-written files.
+
+    Args:
+        root: str or Path. The dataset root.
+        cache_dir: str or Path. Where the entries live (created if needed).
+    """
+
+    def __init__(self, root, cache_dir):
+        self.root = Path(root)
+        self.cache_dir = Path(cache_dir)
+
+    def entry_path(self, image_id):
+        return self.cache_dir / "labels" / f"{image_id:05d}.png"
+
+    def load(self, image_id):
+        """Return the label map of `image_id`, merging and storing it on a miss."""
+        parts = existing_parts(self.root, image_id)
+        if not parts:
+            raise DatasetError(no_parts_message(self.root, image_id))
+        fingerprint = parts_fingerprint(parts)
+        label = self._read_entry(image_id, fingerprint)
+        if label is None:
+            label = merge_masks(self.root, image_id)
+            self._write_entry(image_id, label, fingerprint)
+        return label
+
+    def _read_entry(self, image_id, fingerprint):
+        path = self.entry_path(image_id)
+        if not path.exists():
+            return None
+        try:
+            with open_image(path, "label cache entry") as entry:
+                entry.load()
+                if entry.text.get("fingerprint") != fingerprint:
+                    return None
+                label = np.asarray(entry)
+        except ImageReadError as error:
+            logger.warning("ignoring corrupt label cache entry: %s", error)
+            return None
+        if label.shape != (MASK_SIZE, MASK_SIZE) or label.max() >= NUM_CLASSES:
+            return None
+        return label
+
+    def _write_entry(self, image_id, label, fingerprint):
+        path = self.entry_path(image_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("fingerprint", fingerprint)
+        with atomic_path(path) as temp_path:
+            Image.fromarray(label, mode="L").save(temp_path, format="PNG", pnginfo=info)
+
+
+def load_label(root, image_id, label_cache=None):
+    """The 512x512 label map of `image_id`, from `label_cache` when one is given."""
+    return label_cache.load(image_id) if label_cache else merge_masks(root, image_id)

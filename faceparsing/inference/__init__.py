@@ -1,0 +1,1 @@
+"""Using a trained model: checkpoints, prediction, evaluation, overlays and export."""

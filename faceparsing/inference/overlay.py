@@ -1,0 +1,72 @@
+"""Drawing parsed faces: colour overlays, legends, dataset panels and grids."""
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from faceparsing.classes import CLASS_NAMES, DISPLAY_NAMES, PALETTE, colorize
+
+
+def blend(image, label, alpha):
+    colours = colorize(label).astype(np.float32)
+    mixed = np.where(label[..., None] > 0, (1 - alpha) * image + alpha * colours, image)
+    return mixed.astype(np.uint8)
+
+
+def legend(labels, height):
+    """A column listing the classes present in any of `labels`, with their colours."""
+    present = sorted(set(np.unique(np.concatenate([np.unique(label) for label in labels]))))
+    font = ImageFont.load_default(size=max(10, height // 40))
+    row = max(14, height // 30)
+    panel = Image.new(
+        "RGB", (max(150, height // 4), max(height, row * (len(present) + 1))), "white"
+    )
+    draw = ImageDraw.Draw(panel)
+    for index, class_id in enumerate(present):
+        y = 4 + index * row
+        draw.rectangle(
+            (4, y, 4 + row - 4, y + row - 4),
+            fill=tuple(int(c) for c in PALETTE[class_id]),
+            outline="black",
+        )
+        draw.text((row + 6, y), DISPLAY_NAMES[CLASS_NAMES[class_id]], fill="black", font=font)
+    return np.asarray(panel)[:height] if panel.height >= height else np.asarray(panel)
+
+
+def side_by_side(tiles, labels):
+    height = tiles[0].shape[0]
+    key = legend(labels, height)
+    padded_key = np.full((height, key.shape[1], 3), 255, dtype=np.uint8)
+    padded_key[: key.shape[0]] = key[:height]
+    return np.concatenate(tiles + [padded_key], axis=1)
+
+
+def error_map(truth, prediction):
+    """White where prediction and truth agree, the predicted colour where they differ."""
+    errors = np.full(truth.shape + (3,), 255, dtype=np.uint8)
+    wrong = truth != prediction
+    errors[wrong] = PALETTE[prediction[wrong]]
+    return errors
+
+
+def dataset_panel(photo, truth, prediction):
+    """photo | ground truth | prediction | errors, with a legend of the classes shown."""
+    tiles = [photo, colorize(truth), colorize(prediction), error_map(truth, prediction)]
+    return side_by_side(tiles, [truth, prediction])
+
+
+def photo_panel(photo, label, alpha):
+    """photo | label colours | overlay, with a legend of the classes found."""
+    return side_by_side([photo, colorize(label), blend(photo, label, alpha)], [label])
+
+
+def stack_panels(panels, max_size=(2048, 8192)):
+    """Panels one under another on white, shrunk to fit `max_size` (width, height)."""
+    grid_width = max(panel.shape[1] for panel in panels)
+    grid = np.full((sum(p.shape[0] for p in panels), grid_width, 3), 255, dtype=np.uint8)
+    top = 0
+    for panel in panels:
+        grid[top : top + panel.shape[0], : panel.shape[1]] = panel
+        top += panel.shape[0]
+    thumbnail = Image.fromarray(grid)
+    thumbnail.thumbnail(max_size)
+    return np.asarray(thumbnail)

@@ -1,0 +1,1 @@
+"""DeepLabV3+: atrous layers, atrous backbones, the model and its cost report."""

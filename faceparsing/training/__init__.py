@@ -1,0 +1,1 @@
+"""Training: losses, learning-rate schedules, the run folder and `trainer.train(config)`."""

@@ -1,0 +1,259 @@
+"""One training run, start to finish: `train(config)` is what `train.py` calls.
+
+The steps, in order: prepare the run folder, load an `--init` checkpoint (a bad
+file fails before slow work), write the synthetic set if asked, build and check
+the datasets, build and compile the model under the run's precision policy and
+distribution (both restored afterwards), resume, fit, summarise.
+"""
+
+import contextlib
+import os
+from pathlib import Path
+
+import keras
+
+from faceparsing.data.checks import validate_split
+from faceparsing.data.dataset import CelebAMaskHQ
+from faceparsing.data.layout import MAPPING_FILE, split_ids
+from faceparsing.inference.checkpoints import load_checkpoint
+from faceparsing.metrics import SegmentationMeanIoU
+from faceparsing.model.deeplabv3plus import DeepLabV3Plus
+from faceparsing.training import run_folder
+from faceparsing.training.losses import build_loss
+from faceparsing.training.schedules import build_optimizer
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the run folder keeps the last finite epoch."""
+
+
+def train(config):
+    """Run one training job described by `config` (a TrainConfig); return the summary dict."""
+    run_dir = run_folder.prepare_run_dir(config)
+    state = run_folder.ResumeState(run_dir)
+    init_source = load_init_checkpoint(config, state)
+    keras.utils.set_random_seed(config.seed)
+    ensure_dataset(config)
+    train_data, val_data = build_datasets(config)
+    steps_per_epoch = min(config.steps_per_epoch or len(train_data), len(train_data))
+    with run_environment(config):
+        model = build_model(config)
+        if init_source is not None:
+            initialise_from(model, init_source, config.init)
+        compile_model(model, config, steps_per_epoch)
+        if state.resuming:
+            state.restore(model)
+            run_folder.sync_run_folder(model, run_dir, state)
+            print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
+        if state.epoch >= config.epochs:
+            print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
+        else:
+            fit(model, config, state, train_data, val_data, steps_per_epoch)
+    return run_folder.write_summary(run_dir, run_folder.ResumeState(run_dir))
+
+
+def ensure_dataset(config):
+    """Write the synthetic set into `data_root` when the config asks for it and it is absent."""
+    root = Path(config.data_root)
+    if config.demo_images > 0 and not (root / MAPPING_FILE).exists():
+        from faceparsing.data.synthetic import make_demo_dataset
+
+        print(f"Writing a synthetic set of {config.demo_images} faces to {root} ...", flush=True)
+        make_demo_dataset(root, config.demo_images, seed=0)
+    if not root.exists():
+        raise FileNotFoundError(
+            f"data_root {root} does not exist (expected the unzipped CelebAMask-HQ release)"
+        )
+
+
+def select_ids(config, split, limit):
+    """Ids of a split, capped at `limit` (0 = all), checked quickly before training."""
+    ids = split_ids(config.data_root, split)
+    if limit:
+        ids = ids[:limit]
+    if not ids:
+        raise ValueError(f"split '{split}' of {config.data_root} has no images")
+    validate_split(config.data_root, ids)
+    return ids
+
+
+def label_cache_dir(config):
+    """Where merged labels are cached: `cache_dir`, else `<data_root>/.label_cache`
+    when that is writable (a read-only dataset simply runs without a cache)."""
+    if config.cache_dir.lower() == "none":
+        return None
+    folder = Path(config.cache_dir) if config.cache_dir else Path(config.data_root) / ".label_cache"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = None
+    if folder is None or not os.access(folder, os.W_OK):
+        if config.cache_dir:
+            raise OSError(f"cache_dir {config.cache_dir} is not writable")
+        print(f"Note: {config.data_root} is not writable; merged labels will not be cached.")
+        return None
+    return str(folder)
+
+
+def build_datasets(config):
+    """The training and validation CelebAMaskHQ datasets of `config`."""
+    common = dict(
+        batch_size=config.batch_size,
+        image_size=config.image_size,
+        target=config.target,
+        cache_dir=label_cache_dir(config),
+        skip_bad_samples=config.skip_bad_samples,
+        workers=config.workers,
+        use_multiprocessing=config.use_multiprocessing,
+    )
+    class_weights = None if config.class_weights == "none" else config.class_weights
+    train_ids = select_ids(config, config.train_split, config.max_train_images)
+    train_data = CelebAMaskHQ(
+        config.data_root, split=config.train_split, ids=train_ids, class_weights=class_weights,
+        max_weight=config.max_class_weight or None, augment=config.augment, shuffle=True,
+        seed=config.seed, **common,
+    )  # fmt: skip
+    val_ids = select_ids(config, config.val_split, config.max_val_images)
+    val_data = CelebAMaskHQ(
+        config.data_root, split=config.val_split, ids=val_ids, augment=False, shuffle=False,
+        seed=config.seed, **common,
+    )  # fmt: skip
+    return train_data, val_data
+
+
+@contextlib.contextmanager
+def run_environment(config):
+    """The run's mixed-precision policy and distribution; the previous ones come back after.
+
+    Both are process-wide Keras settings: restoring them keeps a second run in
+    the same process (tests, the imbalance study) from inheriting the first's.
+    """
+    previous_policy = keras.mixed_precision.global_policy()
+    previous_distribution = keras.distribution.distribution()
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
+    try:
+        with distribution_scope(config):
+            yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        keras.distribution.set_distribution(previous_distribution)
+
+
+def distribution_scope(config):
+    """The scope under which the model is built and trained for `config.distribute`."""
+    if config.distribute == "none":
+        return contextlib.nullcontext()
+    backend = keras.backend.backend()
+    if config.distribute == "data_parallel":
+        if backend != "jax":
+            raise ValueError(
+                "distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow"
+            )
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    if config.distribute == "multiworker":
+        raise ValueError(
+            "distribute=multiworker: Keras 3's fit does not run under TensorFlow's "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585); use mirrored on one machine"
+        )
+    if backend != "tensorflow":
+        raise ValueError(
+            "distribute=mirrored needs KERAS_BACKEND=tensorflow; use data_parallel with JAX"
+        )
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy()
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} replicas"
+        )
+    print(f"Distributing over {strategy.num_replicas_in_sync} replicas.", flush=True)
+    return strategy.scope()
+
+
+def build_model(config):
+    """The DeepLabV3Plus that `config` describes."""
+    weights = None if config.weights.lower() in ("none", "") else config.weights
+    return DeepLabV3Plus(
+        backbone=config.backbone,
+        output_stride=config.output_stride,
+        weights=weights,
+        alpha=config.alpha,
+        aspp_filters=config.aspp_filters,
+        decoder_filters=config.decoder_filters,
+        dropout=config.dropout,
+        freeze_backbone=config.freeze_backbone,
+        freeze_batchnorm=config.freeze_batchnorm,
+        batchnorm_momentum=config.batchnorm_momentum or None,
+    )
+
+
+def load_init_checkpoint(config, state):
+    """The `--init` model, loaded before any slow work so a bad file fails fast."""
+    return load_checkpoint(config.init) if config.init and not state.resuming else None
+
+
+def initialise_from(model, source, path):
+    """Copy the weights of the `--init` model `source` (read from `path`) into `model`."""
+    source_weights, target_weights = source.get_weights(), model.get_weights()
+    shapes_differ = len(source_weights) != len(target_weights) or any(
+        a.shape != b.shape for a, b in zip(source_weights, target_weights, strict=False)
+    )
+    if shapes_differ:
+        raise ValueError(
+            f"init checkpoint {path} has a different architecture from this config's model"
+        )
+    model.set_weights(source_weights)
+
+
+def compile_model(model, config, steps_per_epoch):
+    model.compile(
+        optimizer=build_optimizer(config, steps_per_epoch),
+        loss=build_loss(config.loss, config.target, config.focal_gamma),
+        metrics=[SegmentationMeanIoU()],
+        jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
+        run_eagerly=config.run_eagerly,
+    )
+
+
+def fit(model, config, state, train_data, val_data, steps_per_epoch):
+    """Train from the epoch after `state.epoch` to `config.epochs`, writing the run folder."""
+    print(
+        f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
+        f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
+        flush=True,
+    )
+    # Same shuffling and augmentation on a resumed run as on an uninterrupted one.
+    train_data.set_epoch(state.epoch)
+    callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=config.epochs,
+        initial_epoch=state.epoch,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    check_diverged(callbacks, config.run_dir)
+
+
+def build_callbacks(config, run_dir, state, datasets=()):
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        run_folder.RunFolderCallback(run_dir, state, bad_sample_sources=datasets),
+    ]
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    return callbacks
+
+
+def check_diverged(callbacks, run_dir):
+    """Raise TrainingDivergedError if the run folder callback saw a NaN/inf loss."""
+    for callback in callbacks:
+        epoch = getattr(callback, "diverged_epoch", None)
+        if epoch is not None:
+            raise TrainingDivergedError(
+                f"loss became NaN or infinite in epoch {epoch}; {run_dir} keeps epoch "
+                f"{epoch - 1}. Lower learning_rate (or check the data), then rerun"
+            )
