@@ -3,24 +3,6 @@ import pytest
 from PIL import Image
 
 import visualize
-from faceparsing.classes import PALETTE
-from faceparsing.inference import overlay, predict
-
-
-def test_letterbox_keeps_aspect_and_centres():
-    image = np.full((50, 100, 3), 7, np.uint8)
-    canvas, (top, left, height, width) = predict.letterbox(image, 64)
-    assert canvas.shape == (64, 64, 3)
-    assert (height, width) == (32, 64) and (top, left) == (16, 0)
-    assert (canvas[top : top + height] == 7).all() and (canvas[:top] == 0).all()
-
-
-def test_error_map_shows_predicted_colour_where_wrong():
-    truth = np.array([[1, 2]])
-    prediction = np.array([[1, 3]])
-    errors = overlay.error_map(truth, prediction)
-    assert tuple(errors[0, 0]) == (255, 255, 255)
-    assert tuple(errors[0, 1]) == tuple(PALETTE[3])
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,5 @@
-"""Class-weighting schemes: exact values, clipping, per-image balance, the synthetic set.
-
-Ordering, finiteness and mean-1 scaling on a toy histogram are in test_data_generator.py.
-"""
+"""Class-weighting schemes: ordering, finiteness and mean-1 scaling on a toy histogram, exact
+values, clipping, per-image balance, the synthetic set."""
 
 import numpy as np
 import pytest
@@ -75,3 +73,43 @@ def test_synthetic_training_split_has_rare_classes_that_get_the_largest_weights(
     for scheme in ("inverse_frequency", "median_frequency", "enet"):
         weights = class_weights.class_weights_from_counts(counts, scheme)
         assert np.all(weights[rare] > weights[skin]), scheme
+
+
+HISTOGRAM = np.array([1000, 500, 100, 10] + [0] * (NUM_CLASSES - 4))
+
+
+@pytest.mark.parametrize("scheme", class_weights.WEIGHT_SCHEMES)
+def test_rarer_classes_get_larger_weights(scheme):
+    weights = class_weights.class_weights_from_counts(HISTOGRAM, scheme)
+    assert weights.shape == (NUM_CLASSES,) and np.all(np.isfinite(weights))
+    assert weights.min() > 0
+    assert weights[0] < weights[1] < weights[2] < weights[3]
+    assert np.all(weights[4:] == weights[:4].max())  # absent classes: finite, no division by 0
+    assert np.isclose(np.sum(HISTOGRAM * weights) / HISTOGRAM.sum(), 1.0, rtol=1e-5)
+
+
+def test_max_weight_clips_and_empty_counts_give_ones():
+    assert (
+        class_weights.class_weights_from_counts(
+            HISTOGRAM, "inverse_frequency", max_weight=3.0
+        ).max()
+        == 3.0
+    )
+    np.testing.assert_array_equal(
+        class_weights.class_weights_from_counts(np.zeros(NUM_CLASSES), "enet"), 1
+    )
+    with pytest.raises(ValueError, match="scheme"):
+        class_weights.class_weights_from_counts(HISTOGRAM, "focal")
+
+
+@pytest.mark.parametrize("present", [[0], [0, 1], [0, 3, 18]])
+def test_pixel_weights_finite_positive_mean_one(present):
+    labels = np.array(present * 64)[:64].reshape(2, 4, 8).astype(np.uint8)
+    vector = class_weights.class_weights_from_counts(HISTOGRAM, "median_frequency")
+    for weights in (
+        class_weights.pixel_weights(labels, vector),
+        class_weights.per_image_pixel_weights(labels),
+    ):
+        assert weights.dtype == np.float32 and weights.shape == labels.shape
+        assert np.all(np.isfinite(weights)) and weights.min() > 0
+        assert np.isclose(weights.mean(), 1.0, rtol=1e-5)

@@ -3,8 +3,7 @@ import pytest
 from PIL import Image
 
 from faceparsing.classes import CLASS_IDS, NUM_CLASSES, PART_NAMES
-from faceparsing.data import class_weights, layout, samples
-from faceparsing.data import synthetic as sf
+from faceparsing.data import class_weights, layout, samples, synthetic
 
 NUM_IMAGES = 40
 
@@ -12,7 +11,7 @@ NUM_IMAGES = 40
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    sf.make_demo_dataset(root, NUM_IMAGES, seed=0)
+    synthetic.make_demo_dataset(root, NUM_IMAGES, seed=0)
     return root
 
 
@@ -42,10 +41,10 @@ def test_part_files_only_for_visible_parts(demo_root):
 def test_all_splits_present_and_boundaries_used(demo_root):
     sizes = {split: len(layout.split_ids(demo_root, split)) for split in ("train", "val", "test")}
     assert sizes == {"train": 32, "val": 4, "test": 4}
-    assert sf.orig_idx_for(0) == 162770  # last train index
-    assert {sf.orig_idx_for(8), sf.orig_idx_for(18)} == {162771, 182637}  # val edges
-    assert sf.orig_idx_for(9) == 182638  # first test index
-    assert len({sf.orig_idx_for(k) for k in range(3000)}) == 3000
+    assert synthetic.orig_idx_for(0) == 162770  # last train index
+    assert {synthetic.orig_idx_for(8), synthetic.orig_idx_for(18)} == {162771, 182637}  # val edges
+    assert synthetic.orig_idx_for(9) == 182638  # first test index
+    assert len({synthetic.orig_idx_for(k) for k in range(3000)}) == 3000
 
 
 def test_merge_order_matters_and_every_class_appears(demo_root):
@@ -78,7 +77,7 @@ def test_parts_are_thick_enough_at_128(demo_root):
 
 def test_same_seed_same_files_other_seed_differs(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        sf.make_demo_dataset(tmp_path / name, 2, seed=seed, start_id=2000)
+        synthetic.make_demo_dataset(tmp_path / name, 2, seed=seed, start_id=2000)
     relative = "CelebAMask-HQ-mask-anno/1/02001_skin.png"
     for path in ("CelebA-HQ-img/2001.jpg", relative, layout.MAPPING_FILE):
         assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
@@ -87,12 +86,12 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
 
 def test_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="num_images"):
-        sf.make_demo_dataset(tmp_path, 0)
+        synthetic.make_demo_dataset(tmp_path, 0)
 
 
 def test_worker_processes_write_the_same_files(tmp_path):
-    sf.make_demo_dataset(tmp_path / "serial", 4, seed=3, workers=1)
-    sf.make_demo_dataset(tmp_path / "parallel", 4, seed=3, workers=2)
+    synthetic.make_demo_dataset(tmp_path / "serial", 4, seed=3, workers=1)
+    synthetic.make_demo_dataset(tmp_path / "parallel", 4, seed=3, workers=2)
     serial = sorted(
         p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file()
     )

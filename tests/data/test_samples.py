@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_celebamask import box, save_mask, write_sample, write_tiny_root
+
+from faceparsing import errors
+from faceparsing.classes import CLASS_IDS, PART_NAMES
+from faceparsing.data import layout, samples
+
+SIZE = layout.MASK_SIZE
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    """Six images: ids 0-3 train, 4 val, 5 test."""
+    return write_tiny_root(tmp_path)
+
+
+def test_merge_follows_official_order_not_alphabetical(tmp_path):
+    parts = {
+        "skin": box(0, 0, 300, 300),
+        "l_eye": box(50, 50, 80, 90),
+        "nose": box(100, 100, 150, 130),
+    }
+    parts["hair"] = box(0, 0, 40, 300)  # hair (13) paints over skin (1)
+    write_sample(tmp_path, 7, parts, image=False)
+    label = samples.merge_masks(tmp_path, 7)
+    assert label.shape == (SIZE, SIZE) and label.dtype == np.uint8
+    assert label[60, 60] == CLASS_IDS["l_eye"]
+    assert label[120, 110] == CLASS_IDS["nose"]
+    assert label[10, 10] == CLASS_IDS["hair"]
+    assert label[200, 200] == CLASS_IDS["skin"]
+    assert label[400, 400] == 0
+    # Alphabetical order would paint skin last, over eye and nose.
+    alphabetical = np.zeros((SIZE, SIZE), np.uint8)
+    for part in sorted(parts):
+        alphabetical[parts[part]] = PART_NAMES.index(part) + 1
+    assert not np.array_equal(label, alphabetical)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "1"])
+def test_merge_reads_every_mask_mode(tmp_path, mode):
+    write_sample(
+        tmp_path, 3, {"skin": box(10, 10, 50, 50), "nose": box(20, 20, 30, 30)}, mode, False
+    )
+    label = samples.merge_masks(tmp_path, 3)
+    expected = np.zeros((SIZE, SIZE), np.uint8)
+    expected[10:50, 10:50] = 1
+    expected[20:30, 20:30] = 2
+    np.testing.assert_array_equal(label, expected)
+
+
+def test_merge_uses_blue_channel_like_cv2(tmp_path):
+    path = layout.part_path(tmp_path, 0, "skin")
+    path.parent.mkdir(parents=True)
+    rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
+    rgb[:10, :, 0] = 255  # red only: cv2 channel 0 (blue) is zero here
+    rgb[20:30, :, 2] = 255  # blue only: foreground for g_mask.py
+    Image.fromarray(rgb).save(path)
+    label = samples.merge_masks(tmp_path, 0)
+    assert label[:10].max() == 0 and label[20:30].min() == 1
+
+
+def test_absent_parts_are_background_and_mask_folder_follows_id(tmp_path):
+    write_sample(tmp_path, 4321, {"neck": box(0, 0, 10, 10)}, image=False)
+    assert (tmp_path / layout.MASK_DIR / "2" / "04321_neck.png").is_file()
+    label = samples.merge_masks(tmp_path, 4321)
+    assert set(np.unique(label)) == {0, CLASS_IDS["neck"]}
+
+
+def test_no_parts_names_folder(tmp_path):
+    (tmp_path / layout.MASK_DIR / "0").mkdir(parents=True)
+    with pytest.raises(ValueError, match="CelebAMask-HQ-mask-anno") as info:
+        samples.merge_masks(tmp_path, 5)
+    assert str(tmp_path / layout.MASK_DIR / "0") in str(info.value)
+
+
+def test_misspelt_mask_folder_is_named(tmp_path):
+    (tmp_path / layout.MISSPELT_MASK_DIR / "0").mkdir(parents=True)
+    with pytest.raises(errors.DatasetError, match="CelebAMaskHQ-mask-anno.*rename"):
+        samples.merge_masks(tmp_path, 0)
+
+
+def test_wrong_mask_size_and_corrupt_mask_name_the_file(tmp_path):
+    path = layout.part_path(tmp_path, 0, "skin")
+    path.parent.mkdir(parents=True)
+    Image.new("RGB", (256, 256)).save(path)
+    with pytest.raises(errors.DatasetError, match=r"00000_skin\.png is 256x256"):
+        samples.merge_masks(tmp_path, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(errors.DatasetError, match=r"cannot read mask .*00000_skin\.png"):
+        samples.merge_masks(tmp_path, 0)
+
+
+@pytest.mark.parametrize("size", [37, 128, 255])
+def test_nearest_resize_invents_no_ids(size):
+    label = np.zeros((SIZE, SIZE), np.uint8)
+    label[:, 100:300] = 1
+    label[150:250, 150:200] = 18
+    label[200:, 290:] = 5
+    resized = samples.resize_label(label, size)
+    assert resized.shape == (size, size)
+    assert set(np.unique(resized)) <= {0, 1, 5, 18}
+
+
+def test_cache_round_trip_and_invalidation(tiny_root, tmp_path):
+    cache = samples.LabelCache(tiny_root, tmp_path / "cache")
+    first = cache.load(1)
+    assert cache.entry_path(1).is_file()
+    np.testing.assert_array_equal(cache.load(1), first)
+    np.testing.assert_array_equal(first, samples.merge_masks(tiny_root, 1))
+    # A changed part file invalidates the entry.
+    save_mask(layout.part_path(tiny_root, 1, "nose"), box(0, 0, 30, 30))
+    assert cache.load(1)[5, 5] == CLASS_IDS["nose"]
+
+
+def test_corrupt_cache_entry_is_not_served(tiny_root, tmp_path):
+    cache = samples.LabelCache(tiny_root, tmp_path / "cache")
+    expected = cache.load(2)
+    cache.entry_path(2).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    np.testing.assert_array_equal(cache.load(2), expected)
+    # A readable file with a wrong label but a stale fingerprint is not served either.
+    Image.fromarray(np.full((SIZE, SIZE), 7, np.uint8)).save(cache.entry_path(2))
+    np.testing.assert_array_equal(cache.load(2), expected)

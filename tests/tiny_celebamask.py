@@ -1,0 +1,68 @@
+"""Tiny datasets in the CelebAMask-HQ release layout, for tests/data/ and test_data_generator.py.
+
+A module rather than a conftest.py in tests/data/: every conftest.py is imported as the module
+`conftest`, so a second one would hide REPO and tiny_train_args from `from conftest import ...`.
+"""
+
+import numpy as np
+from PIL import Image
+
+from faceparsing.data import layout
+
+SIZE = layout.MASK_SIZE
+
+
+def box(top, left, bottom, right):
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def save_mask(path, mask, mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grey = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))
+    if mode == "P":
+        grey.convert("P").save(path)
+    elif mode == "RGBA":
+        rgba = grey.convert("RGBA")
+        rgba.putalpha(255)
+        rgba.save(path)
+    else:
+        grey.convert(mode).save(path)
+
+
+def write_sample(root, image_id, parts, mode="RGB", image=True):
+    for part, mask in parts.items():
+        save_mask(layout.part_path(root, image_id, part), mask, mode)
+    if image:
+        path = layout.image_path(root, image_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.full((layout.IMAGE_SIZE, layout.IMAGE_SIZE, 3), 40 + image_id % 200, np.uint8)
+        Image.fromarray(pixels).save(path, quality=90)
+
+
+def write_mapping(root, orig_by_id):
+    lines = ["idx orig_idx orig_file"]
+    lines += [f"{k} {orig} {orig + 1:06d}.jpg" for k, orig in orig_by_id.items()]
+    (root / layout.MAPPING_FILE).write_text("\n".join(lines) + "\n")
+
+
+FACE_PARTS = {
+    "skin": box(100, 100, 400, 400),
+    "l_eye": box(180, 150, 220, 230),
+    "r_eye": box(180, 280, 220, 360),
+    "u_lip": box(300, 200, 320, 300),
+    "l_lip": box(320, 200, 340, 300),
+    "hair": box(40, 80, 120, 420),
+}
+
+
+def write_tiny_root(root):
+    """Six images: ids 0-3 train, 4 val, 5 test."""
+    for image_id in range(6):
+        parts = dict(FACE_PARTS)
+        if image_id % 2:
+            parts["l_ear"] = box(200, 60, 280, 100 + image_id)
+        write_sample(root, image_id, parts)
+    write_mapping(root, {0: 10, 1: 20, 2: 30, 3: 162770, 4: 162771, 5: 182638})
+    return root
