@@ -89,7 +89,7 @@ def check(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    return cli.run_command(lambda: make_demo(args) if args.command == "make-demo" else check(args))
+    return cli.run_command(make_demo if args.command == "make-demo" else check, args)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from faceparsing import (
     cli,
     serialization,  # noqa: F401  (registers every saved Keras object)
 )
-from faceparsing.inference.checkpoints import load_checkpoint
+from faceparsing.checkpoints import load_checkpoint
 from faceparsing.model.atrous import (
     AtrousConv2D,
     AtrousDepthwiseConv2D,

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 from faceparsing import cli
+from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import SPLITS, split_ids
 from faceparsing.data.samples import merge_masks
 from faceparsing.inference import evaluation
-from faceparsing.inference.checkpoints import load_checkpoint, run_config
 from faceparsing.inference.predict import TTA_MODES
 
 
@@ -90,8 +90,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    return cli.run_command(lambda: run(args))
+    return cli.run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

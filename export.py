@@ -35,8 +35,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    return cli.run_command(lambda: run(args))
+    return cli.run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

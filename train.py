@@ -59,7 +59,7 @@ def main(argv=None):
     args, overrides = parse_args(argv)
     try:
         return cli.run_command(
-            lambda: run(args, overrides), exit_codes=[(trainer.TrainingDivergedError, 1)]
+            run, args, overrides, exit_codes=[(trainer.TrainingDivergedError, 1)]
         )
     except KeyboardInterrupt:
         print(

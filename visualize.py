@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from faceparsing import cli
+from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.data.layout import MASK_SIZE, SPLITS, split_ids
 from faceparsing.data.samples import load_image, merge_masks
 from faceparsing.errors import ImageReadError
 from faceparsing.images import list_images, read_rgb, save_png
 from faceparsing.inference import overlay
-from faceparsing.inference.checkpoints import load_checkpoint, run_config
 from faceparsing.inference.predict import parse_photo, predict_dataset_labels
 
 
@@ -118,8 +118,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    return cli.run_command(lambda: run(args))
+    return cli.run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -119,10 +119,10 @@ def training_seconds(run_dir):
 def evaluate_run(config, label_size, labels):
     """Scores of the run's best.keras on the test split, compared at `label_size`."""
     from faceparsing import metrics
+    from faceparsing.checkpoints import load_checkpoint
     from faceparsing.data.dataset import CelebAMaskHQ
     from faceparsing.data.layout import split_ids
     from faceparsing.inference import evaluation
-    from faceparsing.inference.checkpoints import load_checkpoint
 
     model = load_checkpoint(Path(config.run_dir) / "best.keras")
     dataset = CelebAMaskHQ(

@@ -2,16 +2,18 @@
 
 Layers go one way (each imports only from the ones above it):
 
-- `classes`, `errors`, `files`, `images`, `config`, `cli`: foundations, no Keras.
+- `classes`, `errors`, `files`, `images`, `cli`: foundations, no Keras.
 - `data`: the release layout, labels, augmentation, class weights, checks and
   synthetic faces (no Keras), and the Keras dataset (`data.dataset`).
 - `model`: atrous layers, backbones, DeepLabV3+ and its cost.
-- `metrics`, `training`: losses, schedules, the run folder and `train()`.
-- `inference`: checkpoints, prediction, evaluation, overlays and export.
+- `metrics`, `training.losses`, `training.schedules`; then `config` (the
+  training settings, whose choices come from those modules), `serialization`
+  (one import registers every saved Keras object) and `checkpoints`.
+- `training` (the run folder and `trainer.train(config)`) and `inference`
+  (prediction, evaluation, overlays, export), which do not import each other.
 
 Importing a submodule never imports Keras unless that submodule needs it, so the
 data tools (and the worker processes that draw synthetic faces) stay light.
-`faceparsing.serialization` registers every Keras object a checkpoint can hold.
 """
 
 import os

@@ -32,16 +32,17 @@ def report_user_error(error, exit_code=2):
     return exit_code
 
 
-def run_command(command, exit_codes=()):
-    """Return `command()`; a user error becomes one stderr line and an exit status.
+def run_command(command, *args, exit_codes=()):
+    """Return `command(*args)`; a user error becomes one stderr line and an exit status.
 
     Args:
         command: callable returning the exit status.
+        *args: its arguments (typically the parsed command line).
         exit_codes: sequence of (exception type, exit status) checked before
             the user errors (which give 2).
     """
     try:
-        return command()
+        return command(*args)
     except Exception as error:
         for error_type, exit_code in (*exit_codes, (USER_ERRORS, 2)):
             if isinstance(error, error_type):

@@ -1,9 +1,9 @@
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import faceparsing  # noqa: F401  (sets TensorFlow's log level before any test imports it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A model small enough to train for an epoch in seconds on a CPU.

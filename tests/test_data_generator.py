@@ -48,3 +48,22 @@ def test_cli_usage_error_exits_2(capsys):
         dg.main(["check"])
     assert info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_public_names_are_the_package_objects():
+    from faceparsing.data import augment, dataset, samples
+
+    for name in dg.__all__:
+        assert hasattr(dg, name), name
+    assert dg.CelebAMaskHQ is dataset.CelebAMaskHQ
+    assert dg.merge_masks is samples.merge_masks
+    assert dg.split_ids is layout.split_ids
+    assert dg.horizontal_flip is augment.horizontal_flip
+
+
+def test_make_demo_writes_the_release_layout(tmp_path, capsys):
+    root = tmp_path / "demo"
+    assert dg.main(["make-demo", "--out", str(root), "--num", "10"]) == 0
+    assert "wrote 10 synthetic faces" in capsys.readouterr().out
+    assert layout.split_ids(root, "all") == list(range(10))
+    assert checks.check_dataset(root, progress=False) == []

@@ -404,7 +404,7 @@ def _kill_when(process, condition, timeout=180):
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_path):
-    from faceparsing.inference.checkpoints import load_checkpoint
+    from faceparsing.checkpoints import load_checkpoint
 
     run_dir = tmp_path / "run"
     command = _train_command(demo_root, run_dir)

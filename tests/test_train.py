@@ -66,7 +66,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path, arguments, message, capsys)
 def test_init_copies_weights_from_a_checkpoint(demo_root, trained_run, tmp_path):
     import numpy as np
 
-    from faceparsing.inference.checkpoints import load_checkpoint
+    from faceparsing.checkpoints import load_checkpoint
 
     run_dir = tmp_path / "finetune"
     arguments = tiny_train_args(

@@ -19,7 +19,7 @@ sys.exit(train.main(sys.argv[1:]))
 
 
 def _run(code, arguments, env=None, timeout=300):
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    environment = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, arguments)], cwd=REPO, env=environment,
         capture_output=True, text=True, timeout=timeout,

@@ -71,3 +71,22 @@ def test_no_matching_images_is_an_error(trained_run, tmp_path, capsys):
         == 2
     )
     assert "matches no file" in capsys.readouterr().err
+
+
+def test_dataset_panels_show_what_evaluate_counts(trained_run, demo_root, tmp_path):
+    # The panel's prediction tile must be evaluate.py's prediction, pixel for pixel: same
+    # image loading at the run's input size, logits resized to 512 before the argmax.
+    import evaluate
+    from faceparsing.classes import PALETTE
+
+    eval_dir, panel_dir = tmp_path / "eval", tmp_path / "panels"
+    common = [f"--checkpoint={trained_run / 'best.keras'}", f"--data_root={demo_root}"]
+    assert evaluate.main([*common, "--split=val", "--save_predictions", f"--out={eval_dir}"]) == 0
+    assert visualize.main([*common, "--split=val", "--num=3", f"--out={panel_dir}"]) == 0
+    panels = sorted(panel_dir.glob("*_panel.png"))
+    assert panels
+    for panel_path in panels:
+        image_id = panel_path.name.split("_")[0]
+        prediction = np.asarray(Image.open(eval_dir / "predictions" / f"{image_id}.png"))
+        tile = np.asarray(Image.open(panel_path).convert("RGB"))[:512, 2 * 512 : 3 * 512]
+        np.testing.assert_array_equal(tile, PALETTE[prediction])

@@ -9,6 +9,10 @@ from PIL import Image, ImageEnhance, ImageStat
 
 from faceparsing.classes import FLIP_PERMUTATION
 
+SCALE_RANGE = (0.75, 1.25)
+MAX_ROTATION_DEGREES = 10.0
+COLOR_JITTER = 0.2  # brightness, contrast and saturation factors in 1 +- 0.2
+
 
 def horizontal_flip(image, label):
     """Mirror an image (H, W, C) and its label (H, W), swapping left/right ids.
@@ -20,11 +24,6 @@ def horizontal_flip(image, label):
     label = np.asarray(label)
     label = FLIP_PERMUTATION.astype(label.dtype)[label[:, ::-1]]
     return image, label
-
-
-SCALE_RANGE = (0.75, 1.25)
-MAX_ROTATION_DEGREES = 10.0
-COLOR_JITTER = 0.2  # brightness, contrast and saturation factors in 1 +- 0.2
 
 
 def augment_sample(image, label, rng):

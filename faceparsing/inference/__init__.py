@@ -1,1 +1,1 @@
-"""Using a trained model: checkpoints, prediction, evaluation, overlays and export."""
+"""Using a trained model: prediction, evaluation, overlays and export."""

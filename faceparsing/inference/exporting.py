@@ -11,8 +11,8 @@ from pathlib import Path
 
 import keras
 
+from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.files import atomic_path, atomic_write_bytes
-from faceparsing.inference.checkpoints import load_checkpoint, run_config
 
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
 QUANTIZATIONS = ("none", "float16", "dynamic")

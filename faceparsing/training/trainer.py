@@ -12,10 +12,10 @@ from pathlib import Path
 
 import keras
 
+from faceparsing.checkpoints import load_checkpoint
 from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import MAPPING_FILE, split_ids
-from faceparsing.inference.checkpoints import load_checkpoint
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
 from faceparsing.training import run_folder

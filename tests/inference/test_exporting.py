@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from faceparsing.checkpoints import load_checkpoint
 from faceparsing.inference import exporting
-from faceparsing.inference.checkpoints import load_checkpoint
 
 
 def test_keras_export_round_trips(trained_run, tmp_path):

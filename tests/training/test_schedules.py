@@ -1,6 +1,7 @@
+import keras
 import pytest
 
-from faceparsing.config import TrainConfig
+from faceparsing.config import CHOICES, TrainConfig
 from faceparsing.training import schedules
 
 
@@ -29,3 +30,25 @@ def test_build_optimizer(name):
     config = TrainConfig(optimizer=name, epochs=2, learning_rate=0.5)
     optimizer = schedules.build_optimizer(config, steps_per_epoch=10)
     assert schedules.current_learning_rate(optimizer) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("optimizer", CHOICES["optimizer"])
+def test_every_configurable_optimizer_builds(optimizer):
+    built = schedules.build_optimizer(TrainConfig(optimizer=optimizer), steps_per_epoch=10)
+    expected = {
+        "adamw": keras.optimizers.AdamW,
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+    }
+    assert type(built) is expected[optimizer]
+
+
+@pytest.mark.parametrize(
+    ("lr_schedule", "final_rate"), [("poly", 0.0), ("cosine", 0.0), ("constant", 0.1)]
+)
+def test_every_configurable_schedule_ends_where_it_should(lr_schedule, final_rate):
+    assert lr_schedule in CHOICES["lr_schedule"]
+    schedule = schedules.WarmupPolyDecay(0.1, total_steps=100, warmup_steps=10, kind=lr_schedule)
+    assert float(schedule(10)) == pytest.approx(0.1)
+    assert float(schedule(100)) == pytest.approx(final_rate, abs=1e-7)
+    assert sorted(CHOICES["lr_schedule"]) == ["constant", "cosine", "poly"]
