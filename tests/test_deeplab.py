@@ -1,16 +1,19 @@
 """deeplab.py: the model's public names and its --report command."""
 
+from conftest import assert_reexports
+
 import deeplab
 from faceparsing import checkpoints
 from faceparsing.model import backbones, cost, deeplabv3plus
 
 
 def test_public_names_are_the_package_objects():
-    for name in deeplab.__all__:
-        assert hasattr(deeplab, name), name
-    assert deeplab.DeepLabV3Plus is deeplabv3plus.DeepLabV3Plus
-    assert deeplab.load_checkpoint is checkpoints.load_checkpoint
-    assert deeplab.BACKBONES is backbones.BACKBONES
+    owners = {
+        "DeepLabV3Plus": deeplabv3plus,
+        "load_checkpoint": checkpoints,
+        "BACKBONES": backbones,
+    }
+    assert_reexports(deeplab, owners)
 
 
 def test_report_prints_a_row_per_backbone_and_stride(monkeypatch, capsys):
