@@ -13,5 +13,9 @@ class ImageReadError(DatasetError):
     """A file that cannot be decoded as an image; the message names the file."""
 
 
+class ImageNotFoundError(ImageReadError):
+    """The image file does not exist (so callers need no separate existence check)."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is missing, cannot be loaded or is not a face-parsing model."""

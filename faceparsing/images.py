@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from faceparsing.errors import ImageReadError
+from faceparsing.errors import ImageNotFoundError, ImageReadError
 from faceparsing.files import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -51,7 +51,7 @@ def open_image(path, what="image", max_pixels=None):
     except ImageReadError:
         raise
     except FileNotFoundError:
-        raise ImageReadError(f"cannot read {what} {path}: file not found") from None
+        raise ImageNotFoundError(f"cannot read {what} {path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"cannot read {what} {path}: not a readable image") from None
     except Image.DecompressionBombError as error:  # not an OSError: a traceback without this

@@ -19,7 +19,7 @@ from faceparsing.data.layout import (
     split_ids,
 )
 from faceparsing.data.samples import read_mask
-from faceparsing.errors import DatasetError
+from faceparsing.errors import DatasetError, ImageNotFoundError
 from faceparsing.images import open_image
 
 
@@ -126,12 +126,12 @@ def _header_problems(root, image_id):
     expected = [(image_path(root, image_id), IMAGE_SIZE), (parts[0][1], MASK_SIZE)]
     problems = []
     for path, size in expected:
-        if not path.is_file():
-            problems.append(f"missing file {path}")
-            continue
         try:
             with open_image(path, "file") as file:
                 width, height = file.size
+        except ImageNotFoundError:
+            problems.append(f"missing file {path}")
+            continue
         except DatasetError as error:
             problems.append(str(error))
             continue

@@ -19,7 +19,7 @@ from faceparsing.data.layout import (
     image_path,
     no_parts_message,
 )
-from faceparsing.errors import DatasetError, ImageReadError
+from faceparsing.errors import DatasetError, ImageNotFoundError, ImageReadError
 from faceparsing.files import atomic_path
 from faceparsing.images import open_image, read_rgb_resized, resize_nearest
 
@@ -143,14 +143,14 @@ class LabelCache:
 
     def _read_entry(self, image_id, fingerprint):
         path = self.entry_path(image_id)
-        if not path.exists():
-            return None
         try:
             with open_image(path, "label cache entry") as entry:
                 entry.load()
                 if entry.text.get("fingerprint") != fingerprint:
                     return None
                 label = np.asarray(entry)
+        except ImageNotFoundError:
+            return None  # not cached yet
         except ImageReadError as error:
             logger.warning("ignoring corrupt label cache entry: %s", error)
             return None
