@@ -68,26 +68,30 @@ def class_weights_from_counts(counts, scheme, max_weight=None):
 
 
 def pixel_weights(labels, class_weight_vector):
-    """Return float32 per-pixel weights for `labels`, scaled to mean 1.
+    """Return float32 per-pixel weights for `labels`: each pixel gets its class's weight.
+
+    Nothing is rescaled per batch, so a class weighs the same whatever its
+    batch-mates, and a clipped vector's bound holds for every pixel.
 
     Args:
         labels: int array of any shape with ids in 0..18.
         class_weight_vector: 19 finite positive weights.
     """
     vector = check_weight_vector(class_weight_vector)
-    weights = vector[np.asarray(labels)]
-    return (weights / weights.mean()).astype(np.float32)
+    return vector[np.asarray(labels)]
 
 
 def per_image_pixel_weights(labels, max_weight=None):
-    """Per-pixel weights where each image (first axis) uses its own class counts."""
-    weights = np.stack(
+    """Per-pixel weights where each image (first axis) uses its own class counts.
+
+    Each image's weights average 1 over its pixels before clipping at `max_weight`.
+    """
+    return np.stack(
         [
             class_weights_from_counts(class_pixel_counts(label), "per_image", max_weight)[label]
             for label in labels
         ]
-    )
-    return (weights / weights.mean()).astype(np.float32)
+    ).astype(np.float32)
 
 
 def check_weight_vector(class_weight_vector):
@@ -100,31 +104,38 @@ def check_weight_vector(class_weight_vector):
     return vector
 
 
-_TRAIN_COUNTS_MEMORY = {}
+_COUNTS_MEMORY = {}
 
 
-def training_class_counts(root, cache_dir=None):
-    """Return the pixel count of each class over the training split (512x512 labels).
+def training_class_counts(root, ids=None, cache_dir=None):
+    """Return the pixel count of each class over the labels of `ids` (512x512 labels).
 
-    Computed once: stored in `cache_dir/class_counts_train.json` if given (keyed
-    by the training id list), otherwise kept in memory for this process.
+    These are the counts the frequency schemes turn into weights, so they cover
+    exactly the images a run trains on. Computed once per id list: stored in
+    `cache_dir/class_counts_<key>.json` if given (the key hashes the dataset
+    root and the ids), otherwise kept in memory for this process.
+
+    Args:
+        root: str or Path. Dataset root.
+        ids: list of int or None. Defaults to the official training split.
+        cache_dir: str, Path or None. Label and counts cache.
     """
-    train_ids = split_ids(root, "train")
-    key = hashlib.sha1(json.dumps([str(Path(root).resolve()), train_ids]).encode()).hexdigest()
-    if key in _TRAIN_COUNTS_MEMORY:
-        return _TRAIN_COUNTS_MEMORY[key]
-    counts_path = Path(cache_dir) / "class_counts_train.json" if cache_dir else None
+    ids = [int(image_id) for image_id in (split_ids(root, "train") if ids is None else ids)]
+    key = hashlib.sha1(json.dumps([str(Path(root).resolve()), ids]).encode()).hexdigest()
+    if key in _COUNTS_MEMORY:
+        return _COUNTS_MEMORY[key].copy()
+    counts_path = Path(cache_dir) / f"class_counts_{key[:16]}.json" if cache_dir else None
     counts = _read_counts_file(counts_path, key) if counts_path else None
     if counts is None:
         label_cache = LabelCache(root, cache_dir) if cache_dir else None
         counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-        for image_id in train_ids:
+        for image_id in ids:
             label = load_label(root, image_id, label_cache)
             counts += class_pixel_counts(label)
         if counts_path:
             atomic_write_text(counts_path, json.dumps({"key": key, "counts": counts.tolist()}))
-    _TRAIN_COUNTS_MEMORY[key] = counts
-    return counts
+    _COUNTS_MEMORY[key] = counts
+    return counts.copy()
 
 
 def _read_counts_file(path, key):

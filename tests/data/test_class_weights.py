@@ -103,13 +103,36 @@ def test_max_weight_clips_and_empty_counts_give_ones():
 
 
 @pytest.mark.parametrize("present", [[0], [0, 1], [0, 3, 18]])
-def test_pixel_weights_finite_positive_mean_one(present):
+def test_pixel_weights_are_the_class_weights_and_per_image_ones_average_one(present):
     labels = np.array(present * 64)[:64].reshape(2, 4, 8).astype(np.uint8)
     vector = class_weights.class_weights_from_counts(HISTOGRAM, "median_frequency")
-    for weights in (
-        class_weights.pixel_weights(labels, vector),
-        class_weights.per_image_pixel_weights(labels),
-    ):
-        assert weights.dtype == np.float32 and weights.shape == labels.shape
-        assert np.all(np.isfinite(weights)) and weights.min() > 0
-        assert np.isclose(weights.mean(), 1.0, rtol=1e-5)
+    weights = class_weights.pixel_weights(labels, vector)
+    assert weights.dtype == np.float32 and weights.shape == labels.shape
+    np.testing.assert_array_equal(weights, vector[labels])
+    per_image = class_weights.per_image_pixel_weights(labels)
+    assert per_image.dtype == np.float32 and per_image.shape == labels.shape
+    assert np.all(np.isfinite(per_image)) and per_image.min() > 0
+    np.testing.assert_allclose(per_image.mean(axis=(1, 2)), 1.0, rtol=1e-5)
+
+
+def test_a_class_weighs_the_same_whatever_its_batch_mates():
+    vector = class_weights.class_weights_from_counts(HISTOGRAM, "inverse_frequency", 5.0)
+    alone = np.full((1, 4, 4), 2, np.uint8)
+    with_skin = np.concatenate([alone, np.ones((1, 4, 4), np.uint8)])
+    first = class_weights.pixel_weights(alone, vector)[0]
+    second = class_weights.pixel_weights(with_skin, vector)[0]
+    np.testing.assert_array_equal(first, second)
+    assert class_weights.pixel_weights(with_skin, vector).max() <= 5.0  # a true bound
+
+
+def test_counts_cover_exactly_the_ids_asked_for(demo_root, tmp_path):
+    from faceparsing.data.samples import merge_masks
+
+    ids = [0, 5, 7]
+    counts = class_weights.training_class_counts(demo_root, ids, tmp_path)
+    expected = sum(class_weights.class_pixel_counts(merge_masks(demo_root, i)) for i in ids)
+    np.testing.assert_array_equal(counts, expected)
+    assert len(list(tmp_path.glob("class_counts_*.json"))) == 1
+    other = class_weights.training_class_counts(demo_root, [1, 2], tmp_path)
+    assert not np.array_equal(other, counts)
+    assert len(list(tmp_path.glob("class_counts_*.json"))) == 2
