@@ -37,14 +37,17 @@ class CelebAMaskHQ(keras.utils.PyDataset):
     Batches are `(x, y)`, or `(x, y, w)` when `class_weights` is set:
     x float32 (B, S, S, 3) RGB in [0, 255] (the model does its own
     preprocessing); y int32 (B, S, S) ids for target="integer" or float32
-    (B, S, S, 19) for target="onehot"; w float32 (B, S, S) pixel weights with
-    mean 1 over the batch. The last batch may be smaller.
+    (B, S, S, 19) for target="onehot"; w float32 (B, S, S) per-pixel class
+    weights (see `class_weights`). The last batch may be smaller unless
+    `drop_remainder` is set.
 
-    Shuffling and augmentation are deterministic for a given `seed` and epoch:
-    each sample has its own generator seeded by (seed, epoch, image_id).
-    `epoch` counts `on_epoch_end` calls; Keras 3.15's `fit` makes one before
-    its first epoch too, so fit's first epoch uses epoch 1. Call `set_epoch`
-    to resume a run with the same order and augmentation.
+    Shuffling and augmentation are a pure function of (seed, epoch, batch
+    index): each sample has its own generator seeded by (seed, epoch,
+    image_id), so `batch(index, epoch)` gives the same arrays in any thread or
+    process, in any order. `dataset[index]` uses the current `epoch`, which
+    `on_epoch_end` advances (for a plain `fit` on this dataset); training runs
+    feed `fit` through `faceparsing.data.stream.TrainingStream`, which numbers
+    epochs itself.
 
     Args:
         root: str or Path. Dataset root in the release layout.
@@ -54,8 +57,12 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         image_size: int. Side S of the square inputs. Defaults to 512.
         target: str. "integer" or "onehot". Defaults to "integer".
         class_weights: None, one of `WEIGHT_SCHEMES`, or 19 floats. Frequency
-            schemes use the training split's pixel counts (computed once).
-            Defaults to None (no weights).
+            schemes turn the pixel counts of this dataset's `ids` (computed
+            once, cached in `cache_dir`) into one fixed weight per class,
+            scaled so the average pixel weight over those ids is 1 and then
+            clipped at `max_weight`; a pixel's weight is its class's weight,
+            whatever its batch-mates. "per_image" weighs each image by its own
+            counts. Defaults to None (no weights).
         augment: bool. Random flip (with left/right swap), scale, crop/pad,
             rotation and colour jitter. Defaults to False.
         shuffle: bool. Reshuffle the order every epoch. Defaults to True.
@@ -66,7 +73,10 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         skip_bad_samples: bool. If True, an unreadable sample is logged,
             recorded in `bad_samples` and replaced by the next readable one
             of the split; if False it raises `DatasetError`. Defaults to False.
-        max_weight: float or None. Clip of the class weights. Defaults to None.
+        max_weight: float or None. Upper bound of every pixel weight.
+            Defaults to None.
+        drop_remainder: bool. Leave out the last, smaller batch (training:
+            every step has the same shape). Defaults to False.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of
             `keras.utils.PyDataset`.
 
@@ -92,6 +102,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         ids=None,
         skip_bad_samples=False,
         max_weight=None,
+        drop_remainder=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,10 +126,17 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         self.seed = seed
         self.cache_dir = cache_dir
         self.skip_bad_samples = skip_bad_samples
+        self.drop_remainder = bool(drop_remainder)
+        if self.drop_remainder and len(self.ids) < batch_size:
+            raise DatasetError(
+                f"split {split!r} of {root} has {len(self.ids)} images, fewer than one batch of "
+                f"{batch_size}; lower batch_size"
+            )
         self.bad_samples = []
         self._pydataset_kwargs = kwargs
         self._label_cache = LabelCache(root, cache_dir) if cache_dir else None
         self._class_weight_vector = self._resolve_class_weights(class_weights)
+        self._order_cache = None
         self.set_epoch(0)
 
     def shard(self, num_shards, index):
@@ -126,31 +144,50 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         _check_positive_int("num_shards", num_shards)
         if not 0 <= index < num_shards:
             raise ValueError(f"index must lie in 0..{num_shards - 1}, got {index!r}")
+        # A shard keeps the whole dataset's class weights (counted over all its ids).
+        weights = self.class_weights
+        if self._class_weight_vector is not None:
+            weights = self._class_weight_vector
         return CelebAMaskHQ(
             self.root, self.split, self.batch_size, self.image_size, self.target,
-            self.class_weights, self.augment, self.shuffle, self.seed, self.cache_dir,
+            weights, self.augment, self.shuffle, self.seed, self.cache_dir,
             ids=self.ids[index::num_shards], skip_bad_samples=self.skip_bad_samples,
-            max_weight=self.max_weight, **self._pydataset_kwargs,
+            max_weight=self.max_weight, drop_remainder=self.drop_remainder,
+            **self._pydataset_kwargs,
         )  # fmt: skip
 
     def set_epoch(self, epoch):
-        """Set the epoch that seeds the order and augmentation (e.g. when resuming)."""
-        self.epoch = epoch
-        self._order = np.arange(len(self.ids))
+        """Set the epoch that `dataset[index]` uses (e.g. when resuming)."""
+        self.epoch = int(epoch)
+
+    def order(self, epoch):
+        """Positions in `ids` in the order of `epoch` (a permutation when shuffling)."""
+        cached = self._order_cache  # one tuple read: safe with worker threads
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        order = np.arange(len(self.ids))
         if self.shuffle:
-            np.random.default_rng((self.seed, epoch)).shuffle(self._order)
+            np.random.default_rng((self.seed, int(epoch))).shuffle(order)
+        self._order_cache = (epoch, order)
+        return order
 
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
 
     def __len__(self):
+        if self.drop_remainder:
+            return len(self.ids) // self.batch_size
         return math.ceil(len(self.ids) / self.batch_size)
 
     def __getitem__(self, index):
+        return self.batch(index, self.epoch)
+
+    def batch(self, index, epoch):
+        """Batch `index` of `epoch`: the same arrays whenever and wherever it is built."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range 0..{len(self) - 1}")
-        positions = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        samples = [self._load_readable_sample(position) for position in positions]
+        positions = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        samples = [self._load_readable_sample(position, epoch) for position in positions]
         # One float32 buffer filled in place: no intermediate uint8 batch copy.
         images = np.empty((len(samples), *samples[0][0].shape), np.float32)
         for row, (image, _) in enumerate(samples):
@@ -161,22 +198,27 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             return images, targets
         return images, targets, self._pixel_weights(labels)
 
-    def load_sample(self, image_id):
-        """Return one `(image, label)` pair as uint8 arrays (S, S, 3) and (S, S)."""
+    def load_sample(self, image_id, epoch=None):
+        """Return one `(image, label)` pair as uint8 arrays (S, S, 3) and (S, S).
+
+        Augmented with the generator of (seed, epoch, image_id); `epoch`
+        defaults to the current one.
+        """
         image = load_image(self.root, image_id, self.image_size)
         label = resize_label(load_label(self.root, image_id, self._label_cache), self.image_size)
         if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, image_id))
+            epoch = self.epoch if epoch is None else int(epoch)
+            rng = np.random.default_rng((self.seed, epoch, image_id))
             image, label = augment_sample(image, label, rng)
         return image, label
 
-    def _load_readable_sample(self, position):
+    def _load_readable_sample(self, position, epoch):
         # A bad sample is replaced by the next readable one in split order, so
         # the substitution is the same whatever worker loads it.
         for attempt in range(len(self.ids)):
             image_id = self.ids[(position + attempt) % len(self.ids)]
             try:
-                return self.load_sample(image_id)
+                return self.load_sample(image_id, epoch)
             except DatasetError as error:
                 if not self.skip_bad_samples:
                     raise
@@ -202,9 +244,10 @@ class CelebAMaskHQ(keras.utils.PyDataset):
                     f"class_weights must be None, one of {WEIGHT_SCHEMES} or "
                     f"{NUM_CLASSES} floats, got {class_weights!r}"
                 )
-            counts = training_class_counts(self.root, self.cache_dir)
+            counts = training_class_counts(self.root, self.ids, self.cache_dir)
             return class_weights_from_counts(counts, class_weights, self.max_weight)
-        return check_weight_vector(class_weights)
+        vector = check_weight_vector(class_weights)
+        return vector if self.max_weight is None else np.minimum(vector, self.max_weight)
 
 
 def _check_positive_int(name, value):

@@ -63,6 +63,8 @@ class ResumeState:
         self.rows = []
         self.best = None
         self.weights_file = None
+        self.lr_segments = None  # [[start_epoch, end_epoch], ...], see schedules.build_schedule
+        self.random_state = []  # dropout generators: not part of Keras' weight files
         if self.path.exists():
             self._read()
 
@@ -73,6 +75,8 @@ class ResumeState:
             self.rows = list(state["rows"])
             self.best = state.get("best")
             self.weights_file = self.backup_dir / state["weights"]
+            self.lr_segments = state.get("lr_segments")
+            self.random_state = list(state.get("random_state", []))
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(
                 f"resume state {self.path} is unreadable ({error}); delete {self.backup_dir} to start over"
@@ -86,23 +90,62 @@ class ResumeState:
     def resuming(self):
         return self.epoch > 0
 
+    def plan(self, epochs):
+        """Set and return `lr_segments` for a run of `epochs` epochs.
+
+        A new run has one segment, [0, epochs]. A rerun with another `epochs`
+        adds [last completed epoch, epochs], which the schedule continues
+        without a jump. A state written before segments were recorded counts
+        as planned for `epochs`.
+        """
+        segments = [list(segment) for segment in (self.lr_segments or [[0, epochs]])]
+        if not self.resuming:
+            segments = [[0, epochs]]
+        elif segments[-1][1] != epochs and self.epoch < epochs:
+            segments.append([self.epoch, epochs])
+        self.lr_segments = segments
+        return segments
+
     def save(self, model, epoch, rows, best):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         weights_file = self.backup_dir / f"epoch_{epoch:04d}.weights.h5"
         with atomic_path(weights_file) as temp_path:
             model.save_weights(temp_path)
-        state = {"epoch": epoch, "rows": rows, "best": best, "weights": weights_file.name}
+        # In model order: variable names carry per-process counters.
+        random_state = [
+            np.asarray(keras.ops.convert_to_numpy(variable)).tolist()
+            for variable in random_state_variables(model)
+        ]
+        state = {
+            "epoch": epoch, "rows": rows, "best": best, "weights": weights_file.name,
+            "lr_segments": self.lr_segments, "random_state": random_state,
+        }  # fmt: skip
         atomic_write_text(self.path, json.dumps(state, indent=1))
         for old in self.backup_dir.glob("epoch_*.weights.h5"):
             if old != weights_file:
                 old.unlink(missing_ok=True)
         self.epoch, self.rows, self.best, self.weights_file = epoch, rows, best, weights_file
+        self.random_state = random_state
 
     def restore(self, model):
-        """Load weights and optimiser state of the last completed epoch into `model`."""
+        """Load weights, optimiser state and dropout generators of the last completed epoch."""
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(self.weights_file)
+        variables = random_state_variables(model)
+        if len(variables) == len(self.random_state):  # else a state from before they were kept
+            for variable, value in zip(variables, self.random_state, strict=True):
+                variable.assign(np.asarray(value, variable.dtype))
+
+
+def random_state_variables(model):
+    """The state of every random generator of `model` (dropout masks), which Keras'
+    weight files leave out; a resume restores them so the masks go on as they would."""
+    return [
+        variable
+        for variable in model.non_trainable_variables
+        if variable.path.endswith("seed_generator_state")
+    ]
 
 
 class RunFolderCallback(keras.callbacks.Callback):

@@ -16,6 +16,7 @@ from faceparsing.checkpoints import load_checkpoint
 from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import MAPPING_FILE, split_ids
+from faceparsing.data.stream import TrainingStream
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
 from faceparsing.training import run_folder
@@ -35,12 +36,12 @@ def train(config):
     keras.utils.set_random_seed(config.seed)
     ensure_dataset(config)
     train_data, val_data = build_datasets(config)
-    steps_per_epoch = min(config.steps_per_epoch or len(train_data), len(train_data))
+    steps_per_epoch = config.steps_per_epoch or len(train_data)
     with run_environment(config):
         model = build_model(config)
         if init_source is not None:
             initialise_from(model, init_source, config.init)
-        compile_model(model, config, steps_per_epoch)
+        compile_model(model, config, steps_per_epoch, state.plan(config.epochs))
         if state.resuming:
             state.restore(model)
             run_folder.sync_run_folder(model, run_dir, state)
@@ -108,10 +109,12 @@ def build_datasets(config):
     )
     class_weights = None if config.class_weights == "none" else config.class_weights
     train_ids = select_ids(config, config.train_split, config.max_train_images)
+    # Every training step has the full batch: no retrace for a short last
+    # batch, and any batch splits evenly across devices.
     train_data = CelebAMaskHQ(
         config.data_root, split=config.train_split, ids=train_ids, class_weights=class_weights,
         max_weight=config.max_class_weight or None, augment=config.augment, shuffle=True,
-        seed=config.seed, **common,
+        seed=config.seed, drop_remainder=True, **common,
     )  # fmt: skip
     val_ids = select_ids(config, config.val_split, config.max_val_images)
     val_data = CelebAMaskHQ(
@@ -206,9 +209,9 @@ def initialise_from(model, source, path):
     model.set_weights(source_weights)
 
 
-def compile_model(model, config, steps_per_epoch):
+def compile_model(model, config, steps_per_epoch, lr_segments=None):
     model.compile(
-        optimizer=build_optimizer(config, steps_per_epoch),
+        optimizer=build_optimizer(config, steps_per_epoch, lr_segments),
         loss=build_loss(config.loss, config.target, config.focal_gamma),
         metrics=[SegmentationMeanIoU()],
         jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
@@ -223,18 +226,21 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch):
         f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
         flush=True,
     )
-    # Same shuffling and augmentation on a resumed run as on an uninterrupted one.
-    train_data.set_epoch(state.epoch)
+    # Batches numbered from the start of the run: a resumed run gets the same
+    # batches, order and augmentation as an uninterrupted one (so no Keras shuffle).
+    stream = TrainingStream(train_data, steps_per_epoch, state.epoch, workers=config.workers)
     callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        initial_epoch=state.epoch,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    with stream:
+        model.fit(
+            stream,
+            validation_data=val_data,
+            epochs=config.epochs,
+            initial_epoch=state.epoch,
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
     check_diverged(callbacks, config.run_dir)
 
 

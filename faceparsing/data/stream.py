@@ -1,0 +1,91 @@
+"""The training stream: what `fit` reads, batch after batch, for the whole run.
+
+`fit` asks an endless `TrainingStream` for batches 0, 1, 2, ... in order; batch
+`i` is global batch `g = start_epoch * steps_per_epoch + i` of the run, which
+is batch `g % len(dataset)` of pass `g // len(dataset)` over the dataset. So a
+batch is a pure function of its number and the run's seed: the same whichever
+thread builds it, whether `fit` runs all epochs or resumes after epoch
+`start_epoch`, and whatever `steps_per_epoch` is (a short epoch goes on in the
+same pass where the last one stopped, with no sample skipped or repeated).
+Nothing depends on when Keras calls `on_epoch_end` or on its shuffling, which
+`fit` must leave off (`shuffle=False`).
+
+Worker threads build the next `queue_size` batches ahead of the one asked for.
+"""
+
+import concurrent.futures
+import threading
+
+import keras
+
+
+class TrainingStream(keras.utils.PyDataset):
+    """Endless, deterministic batches of a `CelebAMaskHQ` for `model.fit`.
+
+    Args:
+        dataset: CelebAMaskHQ. Its `batch(index, epoch)` gives the batches.
+        steps_per_epoch: int. Batches per `fit` epoch.
+        start_epoch: int. Completed epochs before this `fit` (a resume).
+        workers: int. Threads that build batches ahead. Defaults to 1.
+        queue_size: int or None. Batches built ahead. Defaults to 2 x workers.
+    """
+
+    def __init__(self, dataset, steps_per_epoch, start_epoch=0, workers=1, queue_size=None):
+        # Keras' own enqueuer stays off (workers=1): the stream prefetches in order itself.
+        super().__init__(workers=1, use_multiprocessing=False)
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+        self.dataset = dataset
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.start_epoch = int(start_epoch)
+        self.num_workers = max(1, int(workers))
+        self.queue_size = queue_size or 2 * self.num_workers
+        self._pending = {}
+        self._lock = threading.Lock()
+        self._executor = None
+
+    @property
+    def num_batches(self):
+        return None  # endless: fit's steps_per_epoch delimits the epochs
+
+    def locate(self, index):
+        """(pass, batch index in the pass) of stream batch `index`."""
+        step = self.start_epoch * self.steps_per_epoch + int(index)
+        return divmod(step, len(self.dataset))
+
+    def build(self, index):
+        """Stream batch `index`, built in the calling thread."""
+        epoch, position = self.locate(index)
+        return self.dataset.batch(position, epoch)
+
+    def __getitem__(self, index):
+        if self.num_workers == 1 and self.queue_size <= 1:
+            return self.build(index)
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    self.num_workers, thread_name_prefix="faceparsing-batches"
+                )
+            for ahead in range(index, index + self.queue_size + 1):
+                if ahead not in self._pending:
+                    self._pending[ahead] = self._executor.submit(self.build, ahead)
+            future = self._pending.pop(index)
+            for stale in [key for key in self._pending if key < index]:
+                self._pending.pop(stale).cancel()
+        return future.result()
+
+    def close(self):
+        """Stop the worker threads (batches built ahead are dropped)."""
+        with self._lock:
+            for future in self._pending.values():
+                future.cancel()
+            self._pending.clear()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
