@@ -4,7 +4,8 @@ One confusion matrix over a whole split, unweighted, at label resolution;
 from it: per-class IoU and F1 (pixels pooled over the split), mIoU over the 19
 classes, mean F1 over the 18 foreground classes and pixel accuracy. Classes
 absent from both ground truth and prediction are excluded from the means.
-The same code backs training's validation metric (`SegmentationMeanIoU`).
+Training's `SegmentationMeanIoU` accumulates the same matrix, exactly, and
+the run folder's `val_miou` is `mean_iou` of it.
 """
 
 import keras
@@ -74,27 +75,43 @@ def scores_from_confusion(confusion, class_names=CLASS_NAMES, background_index=0
     }
 
 
+def mean_iou(confusion):
+    """mIoU of a confusion matrix exactly as `scores_from_confusion` defines it."""
+    return scores_from_confusion(confusion)["miou"]
+
+
 @keras.saving.register_keras_serializable(package="faceparsing")
 class SegmentationMeanIoU(keras.metrics.Metric):
-    """Unweighted mean IoU from logits, for validation during training.
+    """Unweighted mean IoU from logits, for training and validation in `fit`.
+
+    Accumulates the same confusion matrix as `confusion_matrix` (rows ground
+    truth, columns argmax of the logits) in exact integer counts: each step
+    adds a `segment_sum` of `label * C + prediction` (static shapes, so XLA and
+    JAX's jit accept it), and counts are kept as `high * 2**30 + low` in two
+    int32 matrices, exact far past 2**31 pixels per cell. `confusion_matrix()`
+    returns them as int64; the run folder's `val_miou` is `mean_iou` of that
+    matrix, the function `evaluate.py` uses. `result()` (what the progress bar
+    shows) computes the same formula in float32: classes absent from both
+    ground truth and prediction are left out, NaN when nothing was counted.
 
     Accepts integer targets (B, H, W) or one-hot targets (B, H, W, C) and logits
     (B, H, W, C). `sample_weight` is ignored on purpose: the literature's
     metrics are unweighted, and Keras would otherwise weight the confusion
-    matrix by the class-balancing weights. Classes absent from both ground
-    truth and prediction are left out of the mean (as `keras.metrics.MeanIoU`).
+    matrix by the class-balancing weights.
 
     Args:
         num_classes: int. Number of classes. Defaults to 19.
         name: str. Metric name; Keras logs it as `val_<name>`. Defaults to "miou".
     """
 
+    CARRY = 2**30  # `low` never holds more than this before a step's counts are added
+
     def __init__(self, num_classes=NUM_CLASSES, name="miou", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_classes = num_classes
-        self.confusion = self.add_variable(
-            shape=(num_classes, num_classes), initializer="zeros", dtype="float32", name="confusion"
-        )
+        shape = (num_classes, num_classes)
+        self.low = self.add_variable(shape=shape, initializer="zeros", dtype="int32", name="low")
+        self.high = self.add_variable(shape=shape, initializer="zeros", dtype="int32", name="high")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         del sample_weight  # unweighted by design, see the class docstring
@@ -102,21 +119,33 @@ class SegmentationMeanIoU(keras.metrics.Metric):
             y_true = ops.argmax(y_true, axis=-1)
         labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         predictions = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
-        # A one-hot product rather than bincount: bincount needs concrete
-        # values under JAX's jit, this has static shapes on every backend.
-        truth = ops.one_hot(labels, self.num_classes, dtype="float32")
-        predicted = ops.one_hot(predictions, self.num_classes, dtype="float32")
-        self.confusion.assign_add(ops.matmul(ops.transpose(truth), predicted))
+        cells = labels * self.num_classes + predictions
+        counts = ops.segment_sum(ops.ones_like(cells), cells, num_segments=self.num_classes**2)
+        low = self.low + ops.reshape(counts, (self.num_classes, self.num_classes))
+        carry = ops.floor_divide(low, self.CARRY)
+        self.low.assign(low - carry * self.CARRY)
+        self.high.assign(self.high + carry)
+
+    def confusion_matrix(self):
+        """The exact (C, C) int64 confusion matrix accumulated so far."""
+        high = np.asarray(ops.convert_to_numpy(self.high), dtype=np.int64)
+        low = np.asarray(ops.convert_to_numpy(self.low), dtype=np.int64)
+        return high * self.CARRY + low
 
     def result(self):
-        true_positive = ops.diagonal(self.confusion)
-        union = ops.sum(self.confusion, axis=0) + ops.sum(self.confusion, axis=1) - true_positive
+        confusion = ops.cast(self.high, "float32") * float(self.CARRY) + ops.cast(
+            self.low, "float32"
+        )
+        true_positive = ops.diagonal(confusion)
+        union = ops.sum(confusion, axis=0) + ops.sum(confusion, axis=1) - true_positive
         present = ops.cast(union > 0, "float32")
         iou = true_positive / ops.maximum(union, 1.0)
-        return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
+        count = ops.sum(present)
+        return ops.where(count > 0, ops.sum(iou * present) / ops.maximum(count, 1.0), np.nan)
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros(self.confusion.shape, dtype=self.confusion.dtype))
+        for variable in (self.low, self.high):
+            variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}

@@ -54,10 +54,27 @@ def test_keras_metric_equals_numpy_and_keras_mean_iou(target):
         reference.update_state(labels, logits.argmax(-1))
         confusion += metrics.confusion_matrix(labels, logits.argmax(-1))
     expected = metrics.scores_from_confusion(confusion)["miou"]
+    np.testing.assert_array_equal(metric.confusion_matrix(), confusion)  # exact integer counts
+    assert metrics.mean_iou(metric.confusion_matrix()) == expected
     assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
     assert float(reference.result()) == pytest.approx(expected, abs=1e-6)
     metric.reset_state()
-    assert float(metric.result()) == 0.0
+    assert np.isnan(float(metric.result()))  # nothing counted: NaN, as evaluate.py says
+    assert np.isnan(metrics.mean_iou(metric.confusion_matrix()))
+
+
+def test_metric_counts_stay_exact_past_the_carry(monkeypatch):
+    # float32 counts lose single pixels past 2**24; the int32 pair carries instead.
+    monkeypatch.setattr(metrics.SegmentationMeanIoU, "CARRY", 16)
+    metric = metrics.SegmentationMeanIoU()
+    confusion = np.zeros((19, 19), dtype=np.int64)
+    for seed in range(6):
+        labels, logits = _random_batch(seed)
+        logits[..., 0] += 2.0  # mostly "background": a few cells fill up fast
+        metric.update_state(labels, logits)
+        confusion += metrics.confusion_matrix(labels, logits.argmax(-1))
+    assert confusion.max() > 16 and int(np.asarray(metric.high).max()) > 0
+    np.testing.assert_array_equal(metric.confusion_matrix(), confusion)
 
 
 def test_metric_ignores_sample_weight():
@@ -93,8 +110,9 @@ state = jax.jit(metric.stateless_update_state)([v.value for v in metric.variable
 expected = metrics.scores_from_confusion(metrics.confusion_matrix(labels, logits.argmax(-1)))["miou"]
 assert abs(float(metric.stateless_result(state)) - expected) < 1e-6
 metric.update_state(labels, logits)
+assert (metric.confusion_matrix() == metrics.confusion_matrix(labels, logits.argmax(-1))).all()
 metric.reset_state()  # regression: zeros_like(variable) failed on JAX
-assert float(metric.result()) == 0.0
+assert np.isnan(float(metric.result()))
 """
     environment = {**os.environ, "KERAS_BACKEND": "jax"}
     result = subprocess.run(

@@ -24,6 +24,7 @@ from faceparsing.files import (
     check_writable_dir,
     remove_stale_temp_files,
 )
+from faceparsing.metrics import SegmentationMeanIoU, scores_from_confusion
 from faceparsing.training.schedules import current_learning_rate
 
 METRIC_COLUMNS = ("epoch", "loss", "val_loss", "val_miou", "learning_rate", "seconds")
@@ -163,6 +164,10 @@ class RunFolderCallback(keras.callbacks.Callback):
         print_fn: callable. Where the per-epoch summary line goes.
         bad_sample_sources: sequence of CelebAMaskHQ. Datasets whose
             `bad_samples` are reported. Defaults to none.
+
+    When the model is compiled with a `SegmentationMeanIoU`, `val_miou`,
+    `val_mean_f1` and `val_pixel_accuracy` come from its exact validation
+    confusion matrix through `scores_from_confusion`, the code of `evaluate.py`.
     """
 
     def __init__(
@@ -193,6 +198,13 @@ class RunFolderCallback(keras.callbacks.Callback):
         logs = dict(logs or {})
         row = {"epoch": epoch + 1}
         row.update({key: float(value) for key, value in logs.items() if key != "learning_rate"})
+        metric = confusion_metric(self.model)
+        if metric is not None and "val_miou" in row:
+            # After validation the metric holds the validation counts.
+            scores = scores_from_confusion(metric.confusion_matrix())
+            row["val_miou"] = scores["miou"]
+            row["val_mean_f1"] = scores["mean_f1"]
+            row["val_pixel_accuracy"] = scores["pixel_accuracy"]
         row["learning_rate"] = current_learning_rate(self.model.optimizer)
         row["seconds"] = time.monotonic() - self._epoch_start
         if "loss" in row and not np.isfinite(row["loss"]):
@@ -237,6 +249,15 @@ class RunFolderCallback(keras.callbacks.Callback):
         if improved:
             parts.append("(best)")
         return " | ".join(parts)
+
+
+def confusion_metric(model):
+    """The compiled `SegmentationMeanIoU` of `model`, or None."""
+    for metric in model.metrics:
+        for inner in [metric, *getattr(metric, "metrics", [])]:
+            if isinstance(inner, SegmentationMeanIoU):
+                return inner
+    return None
 
 
 def sync_run_folder(model, run_dir, state, monitor="val_miou"):

@@ -35,3 +35,32 @@ def test_a_mixed_precision_run_leaves_float32_behind(demo_root, tmp_path):
     config = config_lib.resolve(None, arguments)
     trainer.train(config)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_val_miou_is_evaluate_miou_on_the_validation_ids_at_image_size(demo_root, trained_run):
+    """One metric: the run folder's val_miou is evaluate's miou of the same images and size."""
+    import csv
+
+    from faceparsing import config as config_lib
+    from faceparsing.checkpoints import load_checkpoint
+    from faceparsing.data.dataset import CelebAMaskHQ
+    from faceparsing.data.layout import split_ids
+    from faceparsing.data.samples import merge_masks, resize_label
+    from faceparsing.inference.evaluation import evaluate
+    from faceparsing.metrics import scores_from_confusion
+
+    config = config_lib.load_run_config(trained_run / "config.yaml")
+    ids = split_ids(demo_root, "val")[: config.max_val_images]
+    dataset = CelebAMaskHQ(
+        demo_root, ids=ids, batch_size=config.batch_size, image_size=config.image_size
+    )
+    confusion, _, _ = evaluate(
+        load_checkpoint(trained_run / "last.keras"), dataset,
+        lambda image_id: resize_label(merge_masks(demo_root, image_id), config.image_size),
+        label_size=config.image_size, progress=False,
+    )  # fmt: skip
+    with open(trained_run / "metrics.csv") as handle:
+        row = list(csv.DictReader(handle))[-1]
+    scores = scores_from_confusion(confusion)
+    for column, key in (("val_miou", "miou"), ("val_mean_f1", "mean_f1")):
+        assert float(row[column]) == pytest.approx(scores[key], rel=1e-5), column
