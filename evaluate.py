@@ -19,6 +19,7 @@ from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import SPLITS, split_ids
 from faceparsing.data.samples import merge_masks
+from faceparsing.errors import DatasetError
 from faceparsing.inference import evaluation
 from faceparsing.inference.predict import TTA_MODES
 
@@ -64,7 +65,7 @@ def split_dataset(settings, split, max_images):
     ids = split_ids(settings["data_root"], split)
     ids = ids[:max_images] if max_images else ids
     if not ids:
-        raise ValueError(f"split '{split}' of {settings['data_root']} has no images")
+        raise DatasetError(f"split '{split}' of {settings['data_root']} has no images")
     return CelebAMaskHQ(
         settings["data_root"], split=split, ids=ids, batch_size=settings["batch_size"],
         image_size=settings["image_size"], augment=False, shuffle=False,

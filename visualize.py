@@ -20,7 +20,7 @@ from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.data.layout import MASK_SIZE, SPLITS, split_ids
 from faceparsing.data.samples import load_image, merge_masks
-from faceparsing.errors import ImageReadError
+from faceparsing.errors import ConfigError, DatasetError, ImageReadError
 from faceparsing.images import list_images, read_rgb, save_png
 from faceparsing.inference import overlay
 from faceparsing.inference.predict import parse_photo, predict_dataset_labels
@@ -71,7 +71,7 @@ def visualize_dataset(model, data_root, split, num, seed, size, out_dir):
     """Panels photo | truth | prediction | errors for `num` samples, plus grid.png."""
     ids = split_ids(data_root, split)
     if not ids:
-        raise ValueError(f"split '{split}' of {data_root} has no images")
+        raise DatasetError(f"split '{split}' of {data_root} has no images")
     chosen = sorted(
         np.random.default_rng(seed).choice(ids, size=min(num, len(ids)), replace=False).tolist()
     )
@@ -92,7 +92,7 @@ def visualize_dataset(model, data_root, split, num, seed, size, out_dir):
 def report_problems(problems, num_files):
     """Exit status of a photo run: 0, or 1 after listing the files that failed."""
     if len(problems) == num_files == 1:
-        raise ValueError(problems[0])  # the one photo asked for is unusable: a usage error
+        raise ImageReadError(problems[0])  # the one photo asked for is unusable: a usage error
     if not problems:
         return 0
     print(f"{len(problems)} of {num_files} files could not be processed:", file=sys.stderr)
@@ -107,7 +107,7 @@ def run(args):
     if args.images is not None:
         paths = list_images(args.images)
         if not paths:
-            raise ValueError(f"--images {args.images!r} matches no file")
+            raise ConfigError(f"--images {args.images!r} matches no file")
     model = load_checkpoint(args.checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.data_root is not None:

@@ -2,16 +2,29 @@
 
 A user mistake (a wrong path, a bad value, an unreadable file) is printed as one
 `error: ...` line on stderr with exit status 2; FACEPARSING_DEBUG=1 raises it
-again with its traceback.
+again with its traceback. Any other exception keeps its traceback: a bug in
+this project or in Keras/TensorFlow/JAX must not look like a usage error.
 """
 
 import argparse
+import errno
 import os
 import sys
 
-# Errors that mean "the user gave something wrong"; the project's own error types
-# (faceparsing.errors) derive from ValueError.
-USER_ERRORS = (ValueError, OSError)
+from faceparsing.errors import UserError
+
+# What counts as the user's mistake: the project's own `UserError`s, and the file
+# system refusing a path the user gave (missing, not allowed, full, read-only).
+USER_ERRORS = (UserError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError, FileExistsError)  # fmt: skip
+USER_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+
+def is_user_error(error):
+    """Whether `error` is a user mistake (one line, exit 2) rather than a bug (traceback)."""
+    if isinstance(error, USER_ERRORS):
+        return True
+    return isinstance(error, OSError) and error.errno in USER_ERRNOS
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -39,12 +52,14 @@ def run_command(command, *args, exit_codes=()):
         command: callable returning the exit status.
         *args: its arguments (typically the parsed command line).
         exit_codes: sequence of (exception type, exit status) checked before
-            the user errors (which give 2).
+            the user errors (which give 2); anything else is raised again.
     """
     try:
         return command(*args)
     except Exception as error:
-        for error_type, exit_code in (*exit_codes, (USER_ERRORS, 2)):
+        for error_type, exit_code in exit_codes:
             if isinstance(error, error_type):
                 return report_user_error(error, exit_code)
+        if is_user_error(error):
+            return report_user_error(error)
         raise

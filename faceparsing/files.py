@@ -1,9 +1,16 @@
-"""Crash-safe file writes: a kill at any moment leaves the old file or the new one."""
+"""Crash-safe file writes: a kill or a power cut at any moment leaves the old file or the new one.
+
+A file is written to a temporary name beside it, flushed to disk (fsync),
+renamed over the old one, and the rename itself is flushed by an fsync of
+the folder.
+"""
 
 import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from faceparsing.errors import UnwritablePathError
 
 
 @contextlib.contextmanager
@@ -11,7 +18,9 @@ def atomic_path(path, suffix=None):
     """Yield a temporary path beside `path`; on success it replaces `path` atomically.
 
     The temporary file lives in the same folder (so `os.replace` is atomic) and
-    keeps the final suffix, which Keras uses to choose the file format.
+    keeps the final suffix, which Keras uses to choose the file format. Its
+    content is fsynced before the rename and the folder after it, so the new
+    file survives a power cut once this returns.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,10 +32,21 @@ def atomic_path(path, suffix=None):
     os.unlink(temp_name)  # writers such as Keras refuse to overwrite without asking
     try:
         yield Path(temp_name)
+        fsync_path(temp_name)
         os.replace(temp_name, path)
+        fsync_path(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
+
+
+def fsync_path(path):
+    """Flush a file's content, or a folder's entries (renames), to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def remove_stale_temp_files(folder):
@@ -44,8 +64,6 @@ def atomic_write_bytes(path, data):
     with atomic_path(path) as temp_path:
         with open(temp_path, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
 
 
 def atomic_write_text(path, text):
@@ -60,4 +78,4 @@ def check_writable_dir(path):
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe", delete=True)
         probe.close()
     except OSError as error:
-        raise OSError(f"run_dir {path} is not writable: {error.strerror}") from None
+        raise UnwritablePathError(f"run_dir {path} is not writable: {error.strerror}") from None

@@ -11,11 +11,42 @@ def _raise(error):
 
 
 @pytest.mark.parametrize(
-    "error", [ConfigError("bad key"), DatasetError("bad file"), OSError("gone")]
+    "error",
+    [
+        ConfigError("bad key"),
+        DatasetError("bad file"),
+        FileNotFoundError(2, "No such file or directory", "photos/a.jpg"),
+        PermissionError(13, "Permission denied", "/runs"),
+        OSError(28, "No space left on device"),
+    ],
 )
 def test_user_errors_are_one_line_and_exit_2(error, capsys):
     assert cli.run_command(_raise, error) == 2
     assert capsys.readouterr().err == f"error: {error}\n"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("Invalid dtype: object"),  # e.g. raised inside Keras: a bug, not a usage error
+        OSError("Unable to synchronously open object (bad symbol table)"),  # h5py internals
+        TypeError("unsupported operand"),
+    ],
+)
+def test_plain_value_and_os_errors_keep_their_traceback(error):
+    with pytest.raises(type(error)):
+        cli.run_command(_raise, error)
+
+
+def test_the_project_raises_its_own_error_type_for_user_mistakes():
+    from faceparsing.data.layout import split_ids
+    from faceparsing.errors import UserError
+    from faceparsing.files import check_writable_dir
+
+    with pytest.raises(UserError, match="split must be one of"):
+        split_ids("/nonexistent", "training")
+    with pytest.raises(UserError, match="is not writable"):
+        check_writable_dir("/proc/forbidden")
 
 
 def test_listed_exit_codes_come_first(capsys):

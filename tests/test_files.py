@@ -28,3 +28,31 @@ def test_run_dir_under_a_file_is_not_writable(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OSError, match="is not writable"):
         check_writable_dir(blocker / "run")
+
+
+def test_content_is_fsynced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    import os
+
+    from faceparsing import files
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        return real_fsync(descriptor)
+
+    def replace(source, destination):
+        events.append(("replace", str(destination)))
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    path = tmp_path / "last.keras"
+    with files.atomic_path(path) as temp_path:
+        temp_path.write_bytes(b"weights")  # written by another library (Keras, matplotlib)
+    assert events == [
+        ("fsync", str(temp_path)),  # the content reaches the disk before it gets the name
+        ("replace", str(path)),
+        ("fsync", str(tmp_path)),  # and the rename itself
+    ]

@@ -13,6 +13,7 @@ import numpy as np
 from faceparsing.classes import NUM_CLASSES
 from faceparsing.data.layout import split_ids
 from faceparsing.data.samples import LabelCache, load_label
+from faceparsing.errors import ConfigError
 from faceparsing.files import atomic_write_text
 
 WEIGHT_SCHEMES = ("inverse_frequency", "median_frequency", "per_image", "enet")
@@ -43,11 +44,11 @@ def class_weights_from_counts(counts, scheme, max_weight=None):
     """
     counts = np.asarray(counts, dtype=np.float64)
     if counts.shape != (NUM_CLASSES,) or not np.all(np.isfinite(counts)) or counts.min() < 0:
-        raise ValueError(f"counts must be {NUM_CLASSES} non-negative numbers, got {counts!r}")
+        raise ConfigError(f"counts must be {NUM_CLASSES} non-negative numbers, got {counts!r}")
     if scheme not in WEIGHT_SCHEMES:
-        raise ValueError(f"scheme must be one of {WEIGHT_SCHEMES}, got {scheme!r}")
+        raise ConfigError(f"scheme must be one of {WEIGHT_SCHEMES}, got {scheme!r}")
     if max_weight is not None and not max_weight > 0:
-        raise ValueError(f"max_weight must be positive or None, got {max_weight!r}")
+        raise ConfigError(f"max_weight must be positive or None, got {max_weight!r}")
     total = counts.sum()
     if total == 0:
         return np.ones(NUM_CLASSES, dtype=np.float32)
@@ -97,7 +98,7 @@ def per_image_pixel_weights(labels, max_weight=None):
 def check_weight_vector(class_weight_vector):
     vector = np.asarray(class_weight_vector, dtype=np.float32)
     if vector.shape != (NUM_CLASSES,) or not np.all(np.isfinite(vector)) or vector.min() <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"class weights must be {NUM_CLASSES} finite positive numbers, "
             f"got {class_weight_vector!r}"
         )

@@ -26,7 +26,7 @@ from faceparsing.data.samples import (
     load_label,
     resize_label,
 )
-from faceparsing.errors import DatasetError
+from faceparsing.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         _check_positive_int("batch_size", batch_size)
         _check_positive_int("image_size", image_size)
         if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+            raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
         self.root = Path(root)
         self.split = split
         self.ids = list(split_ids(root, split) if ids is None else ids)
@@ -143,7 +143,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         """Return a dataset over every `num_shards`-th id starting at `index`."""
         _check_positive_int("num_shards", num_shards)
         if not 0 <= index < num_shards:
-            raise ValueError(f"index must lie in 0..{num_shards - 1}, got {index!r}")
+            raise ConfigError(f"index must lie in 0..{num_shards - 1}, got {index!r}")
         # A shard keeps the whole dataset's class weights (counted over all its ids).
         weights = self.class_weights
         if self._class_weight_vector is not None:
@@ -240,7 +240,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             return None
         if isinstance(class_weights, str):
             if class_weights not in WEIGHT_SCHEMES:
-                raise ValueError(
+                raise ConfigError(
                     f"class_weights must be None, one of {WEIGHT_SCHEMES} or "
                     f"{NUM_CLASSES} floats, got {class_weights!r}"
                 )
@@ -252,4 +252,4 @@ class CelebAMaskHQ(keras.utils.PyDataset):
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")

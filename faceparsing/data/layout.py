@@ -13,7 +13,7 @@ synthetic-face writer and the dataset checks share these facts cheaply.
 from pathlib import Path
 
 from faceparsing.classes import PART_NAMES
-from faceparsing.errors import DatasetError
+from faceparsing.errors import ConfigError, DatasetError
 
 IMAGE_DIR = "CelebA-HQ-img"
 MASK_DIR = "CelebAMask-HQ-mask-anno"
@@ -126,7 +126,7 @@ def split_ids(root, split):
         A sorted list of int image ids (24183 / 2993 / 2824 on the release).
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     mapping = read_mapping(root)
     return sorted(
         image_id

@@ -33,6 +33,7 @@ from faceparsing.data.layout import (
     image_path,
     part_path,
 )
+from faceparsing.errors import ConfigError
 from faceparsing.files import atomic_path, atomic_write_text
 
 # Probability that an image shows each rare part (CelebAMask-HQ is similar).
@@ -415,9 +416,9 @@ def make_demo_dataset(root, num_images, seed=0, start_id=0, workers=None):
             for 64 images or more, else 1.
     """
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        raise ConfigError(f"num_images must be a positive integer, got {num_images!r}")
     if not isinstance(start_id, int) or start_id < 0:
-        raise ValueError(f"start_id must be a non-negative integer, got {start_id!r}")
+        raise ConfigError(f"start_id must be a non-negative integer, got {start_id!r}")
     Path(root).mkdir(parents=True, exist_ok=True)
     image_ids = range(start_id, start_id + num_images)
     if workers is None:

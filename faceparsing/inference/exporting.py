@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 
 from faceparsing.checkpoints import load_checkpoint, run_config
+from faceparsing.errors import ConfigError
 from faceparsing.files import atomic_path, atomic_write_bytes
 
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
@@ -67,9 +68,9 @@ def export(checkpoint, export_format, out, quantize="none", image_size=None):
         image_size: int or None. Fixed input size; defaults to the run's.
     """
     if keras.backend.backend() != "tensorflow" and export_format != "keras":
-        raise ValueError(f"--format {export_format} needs KERAS_BACKEND=tensorflow")
+        raise ConfigError(f"--format {export_format} needs KERAS_BACKEND=tensorflow")
     if quantize != "none" and export_format != "tflite":
-        raise ValueError("--quantize applies to --format tflite only")
+        raise ConfigError("--quantize applies to --format tflite only")
     out = Path(out)
     model = load_checkpoint(checkpoint)
     if export_format == "keras":

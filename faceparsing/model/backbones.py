@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from faceparsing.errors import ConfigError, UserError
 from faceparsing.model.atrous import ATROUS_CLASSES
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -35,13 +36,13 @@ BACKBONES = {
 }
 
 
-class PretrainedWeightsUnavailableError(OSError):
+class PretrainedWeightsUnavailableError(UserError, OSError):
     """ImageNet weights could not be downloaded (for example, offline)."""
 
 
 def check_backbone(backbone):
     if backbone not in BACKBONES:
-        raise ValueError(
+        raise ConfigError(
             f"`backbone` must be one of {sorted(BACKBONES)}. Received: backbone={backbone!r}"
         )
     return BACKBONES[backbone]
@@ -49,7 +50,7 @@ def check_backbone(backbone):
 
 def check_output_stride(output_stride):
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(
+        raise ConfigError(
             f"`output_stride` must be one of {OUTPUT_STRIDES}. "
             f"Received: output_stride={output_stride!r}"
         )
@@ -91,12 +92,12 @@ def _load_plain_application(backbone, alpha, weights):
         try:
             plain.set_weights(loaded.get_weights())
         except ValueError as error:
-            raise ValueError(
+            raise ConfigError(
                 f"`weights` file {path} does not hold a {backbone!r} network "
                 f"(include_top=False, alpha={alpha}): {error}"
             ) from error
         return plain
-    raise ValueError(
+    raise ConfigError(
         "`weights` must be 'imagenet', None, or a path ending in .weights.h5, .keras or .h5. "
         f"Received: weights={weights!r}"
     )
@@ -203,7 +204,7 @@ def copy_weights_by_name(source, target):
             continue
         layer.set_weights(values)
     if missing or mismatched:
-        raise ValueError(
+        raise ConfigError(
             f"Backbone weights do not match: missing layers {missing}, "
             f"shape mismatches {mismatched}."
         )

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from faceparsing.classes import NUM_CLASSES
+from faceparsing.errors import ConfigError
 
 # Values of the config key `loss`.
 LOSSES = ("cross_entropy", "focal", "dice_ce", "lovasz")
@@ -35,7 +36,7 @@ class FocalLoss(keras.losses.Loss):
     def __init__(self, gamma=2.0, num_classes=NUM_CLASSES, name="focal_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
+            raise ConfigError(f"gamma must be >= 0, got {gamma}")
         self.gamma = gamma
         self.num_classes = num_classes
 
@@ -157,4 +158,4 @@ def build_loss(name, target="integer", focal_gamma=2.0, num_classes=NUM_CLASSES)
         return DiceCrossEntropyLoss(num_classes=num_classes)
     if name == "lovasz":
         return LovaszSoftmaxLoss(num_classes=num_classes)
-    raise ValueError(f"loss must be one of {'|'.join(LOSSES)}, got {name!r}")
+    raise ConfigError(f"loss must be one of {'|'.join(LOSSES)}, got {name!r}")

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from faceparsing import config as config_lib
+from faceparsing.errors import RunFolderError
 from faceparsing.files import (
     atomic_path,
     atomic_write_text,
@@ -79,11 +80,11 @@ class ResumeState:
             self.lr_segments = state.get("lr_segments")
             self.random_state = list(state.get("random_state", []))
         except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(
+            raise RunFolderError(
                 f"resume state {self.path} is unreadable ({error}); delete {self.backup_dir} to start over"
             ) from None
         if not self.weights_file.exists():
-            raise ValueError(
+            raise RunFolderError(
                 f"resume state {self.path} names a missing file {self.weights_file}; delete {self.backup_dir} to start over"
             )
 
@@ -325,7 +326,7 @@ def prepare_run_dir(config):
             if getattr(config, key) != value and key not in RESUMABLE_CHANGES
         ]
         if changed:
-            raise ValueError(
+            raise RunFolderError(
                 f"run_dir {run_dir} holds a run with a different config ({', '.join(changed)}); "
                 "use another run_dir or delete the folder"
             )

@@ -17,6 +17,7 @@ from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import MAPPING_FILE, split_ids
 from faceparsing.data.stream import TrainingStream
+from faceparsing.errors import ConfigError, DatasetError, UnwritablePathError
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
 from faceparsing.training import run_folder
@@ -62,7 +63,7 @@ def ensure_dataset(config):
         print(f"Writing a synthetic set of {config.demo_images} faces to {root} ...", flush=True)
         make_demo_dataset(root, config.demo_images, seed=0)
     if not root.exists():
-        raise FileNotFoundError(
+        raise DatasetError(
             f"data_root {root} does not exist (expected the unzipped CelebAMask-HQ release)"
         )
 
@@ -73,7 +74,7 @@ def select_ids(config, split, limit):
     if limit:
         ids = ids[:limit]
     if not ids:
-        raise ValueError(f"split '{split}' of {config.data_root} has no images")
+        raise DatasetError(f"split '{split}' of {config.data_root} has no images")
     validate_split(config.data_root, ids)
     return ids
 
@@ -90,7 +91,7 @@ def label_cache_dir(config):
         folder = None
     if folder is None or not os.access(folder, os.W_OK):
         if config.cache_dir:
-            raise OSError(f"cache_dir {config.cache_dir} is not writable")
+            raise UnwritablePathError(f"cache_dir {config.cache_dir} is not writable")
         print(f"Note: {config.data_root} is not writable; merged labels will not be cached.")
         return None
     return str(folder)
@@ -149,25 +150,25 @@ def distribution_scope(config):
     backend = keras.backend.backend()
     if config.distribute == "data_parallel":
         if backend != "jax":
-            raise ValueError(
+            raise ConfigError(
                 "distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow"
             )
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         return contextlib.nullcontext()
     if config.distribute == "multiworker":
-        raise ValueError(
+        raise ConfigError(
             "distribute=multiworker: Keras 3's fit does not run under TensorFlow's "
             "MultiWorkerMirroredStrategy (keras-team/keras#20585); use mirrored on one machine"
         )
     if backend != "tensorflow":
-        raise ValueError(
+        raise ConfigError(
             "distribute=mirrored needs KERAS_BACKEND=tensorflow; use data_parallel with JAX"
         )
     import tensorflow as tf
 
     strategy = tf.distribute.MirroredStrategy()
     if config.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {config.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} replicas"
         )
     print(f"Distributing over {strategy.num_replicas_in_sync} replicas.", flush=True)
@@ -203,7 +204,7 @@ def initialise_from(model, source, path):
         a.shape != b.shape for a, b in zip(source_weights, target_weights, strict=False)
     )
     if shapes_differ:
-        raise ValueError(
+        raise ConfigError(
             f"init checkpoint {path} has a different architecture from this config's model"
         )
     model.set_weights(source_weights)
