@@ -6,6 +6,7 @@ reported in one line that lists the valid keys.
 """
 
 import dataclasses
+import os
 import typing
 from pathlib import Path
 
@@ -44,8 +45,8 @@ class TrainConfig:
     cache_dir: str = (
         ""  # merged-label cache ("" = <data_root>/.label_cache, "none" = off): ~5x faster loading
     )
-    workers: int = 1  # PyDataset workers; more keep a GPU fed
-    use_multiprocessing: bool = False  # processes instead of threads for the workers
+    workers: str = "auto"  # batch-building threads: auto = the cores this process may use, or N
+    use_multiprocessing: bool = False  # removed (true is refused): threads scale, forks hang JAX
     skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping
     # --- model ---
     backbone: str = "resnet50"  # resnet50|resnet101|mobilenetv2|xception
@@ -55,6 +56,7 @@ class TrainConfig:
     aspp_filters: int = 256  # paper value
     decoder_filters: int = 256  # paper value
     dropout: float = 0.1  # after the ASPP projection
+    fast_atrous: str = "auto"  # space-to-batch atrous convs: auto = on, except JAX on CPU (slower)
     freeze_backbone: bool = False  # fine-tune only the head
     freeze_batchnorm: bool = False  # keep backbone BN statistics (small batches)
     batchnorm_momentum: float = (
@@ -74,6 +76,7 @@ class TrainConfig:
     seed: int = 0  # seeds Python, NumPy and the backend
     mixed_precision: str = "float32"  # float32|mixed_float16|mixed_bfloat16
     jit_compile: str = "auto"  # auto|true|false (XLA compilation of the train step)
+    steps_per_execution: int = 1  # train steps per compiled call: less Python per step on a GPU
     run_eagerly: bool = False  # no graph tracing: Python-debuggable, slow per step, no compile wait
     distribute: str = "none"  # none|mirrored (TensorFlow)|data_parallel (JAX); multiworker is refused (keras#20585)
     # --- run folder ---
@@ -98,12 +101,14 @@ CHOICES = {
     "jit_compile": JIT_COMPILE_MODES,
     "distribute": DISTRIBUTE_MODES,
     "verbose": (0, 1, 2),
+    "fast_atrous": ("auto", "true", "false"),
 }
 RANGES = {
     "image_size": (32, 2048),
     "batch_size": (1, 4096),
     "epochs": (1, 100000),
     "learning_rate": (0.0, 10.0),
+    "steps_per_execution": (1, 10000),
 }
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
@@ -133,6 +138,8 @@ def _coerce(key, value):
 
 
 def _check_value(key, value):
+    if key == "workers" and value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise ConfigError(f"config key 'workers' must be auto or a positive integer, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
         options = "|".join(str(choice) for choice in CHOICES[key])
         raise ConfigError(f"config key '{key}' must be one of {options}, got {value!r}")
@@ -220,3 +227,24 @@ def save(config, path):
 def load_run_config(path):
     """Read a run folder's config.yaml back into a TrainConfig (unknown keys are errors)."""
     return apply_overrides(TrainConfig(), load_yaml(path), str(path))
+
+
+def worker_count(workers):
+    """Threads for `workers`: "auto" is the number of cores this process may use."""
+    if workers == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    return int(workers)
+
+
+def use_fast_atrous(fast_atrous, backend, devices):
+    """Whether to build space-to-batch atrous layers for `fast_atrous` on this machine.
+
+    "auto" picks what measured faster: on, except under JAX on CPU
+    (see README, "Fast atrous convolution").
+    """
+    if fast_atrous != "auto":
+        return fast_atrous == "true"
+    return not (backend == "jax" and all(device == "cpu" for device in devices))

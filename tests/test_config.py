@@ -1,6 +1,7 @@
 import pytest
 
 from faceparsing import config
+from faceparsing.errors import ConfigError
 
 
 def test_yaml_then_cli_override(tmp_path):
@@ -86,3 +87,32 @@ def test_cli_value_without_key_is_rejected():
         config.resolve(None, ["oops"])
     with pytest.raises(config.ConfigError, match="--epochs needs a value"):
         config.resolve(None, ["--epochs"])
+
+
+def test_workers_is_auto_or_a_positive_count():
+    from faceparsing.config import resolve, worker_count
+
+    assert resolve(None, []).workers == "auto"
+    assert worker_count("auto") >= 1 and worker_count(resolve(None, ["--workers=3"]).workers) == 3
+    for bad in ("--workers=0", "--workers=many"):
+        with pytest.raises(ConfigError, match="'workers' must be auto or a positive integer"):
+            resolve(None, [bad])
+
+
+def test_fast_atrous_auto_is_off_only_for_jax_on_cpu():
+    from faceparsing.config import use_fast_atrous
+
+    assert use_fast_atrous("auto", "tensorflow", ["cpu"])
+    assert use_fast_atrous("auto", "jax", ["gpu", "gpu"])
+    assert not use_fast_atrous("auto", "jax", ["cpu"])
+    assert not use_fast_atrous("false", "tensorflow", ["gpu"])
+    assert use_fast_atrous("true", "jax", ["cpu"])
+
+
+def test_multiprocessing_workers_are_refused_with_the_way_out(demo_root, tmp_path):
+    from conftest import tiny_train_args
+
+    import train
+
+    arguments = tiny_train_args(demo_root, tmp_path / "run", "--use_multiprocessing=true")
+    assert train.main(arguments) == 2

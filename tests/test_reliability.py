@@ -270,13 +270,13 @@ def test_unusable_photo_for_visualize(kind, trained_run, tmp_path, capsys, monke
 
 
 def test_nan_loss_stops_training_with_a_clear_message(demo_root, tmp_path, capsys, monkeypatch):
-    get_batch = CelebAMaskHQ.__getitem__
+    get_batch = CelebAMaskHQ.batch  # what training's stream reads
 
-    def poisoned(self, index):
-        images, *rest = get_batch(self, index)
+    def poisoned(self, index, epoch):
+        images, *rest = get_batch(self, index, epoch)
         return (images * np.nan, *rest)
 
-    monkeypatch.setattr(CelebAMaskHQ, "__getitem__", poisoned)
+    monkeypatch.setattr(CelebAMaskHQ, "batch", poisoned)
     run_dir = tmp_path / "run"
     assert train.main(tiny_train_args(demo_root, run_dir, *ONE_BATCH)) == 1
     assert_one_line_error(capsys, "loss became NaN or infinite in epoch 1")

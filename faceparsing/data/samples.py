@@ -46,10 +46,13 @@ def resize_label(label, size):
 
 
 def encode_targets(labels, target):
-    """Integer labels (B, H, W) as the model's targets: int32 ids or float32 one-hot."""
+    """Integer labels (B, H, W) as the model's targets: uint8 ids or uint8 one-hot.
+
+    Keras' losses and the metric cast them; uint8 keeps batches small.
+    """
     if target == "onehot":
-        return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
-    return labels.astype(np.int32)
+        return np.eye(NUM_CLASSES, dtype=np.uint8)[labels]
+    return labels.astype(np.uint8, copy=False)
 
 
 def read_mask(path):

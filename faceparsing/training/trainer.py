@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 
 from faceparsing.checkpoints import load_checkpoint
+from faceparsing.config import use_fast_atrous, worker_count
 from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import MAPPING_FILE, split_ids
@@ -99,14 +100,19 @@ def label_cache_dir(config):
 
 def build_datasets(config):
     """The training and validation CelebAMaskHQ datasets of `config`."""
+    if config.use_multiprocessing:
+        raise ConfigError(
+            "use_multiprocessing: true is no longer supported: worker threads scale (the image "
+            "work releases the GIL) and forked processes can hang JAX/TensorFlow; set "
+            "--use_multiprocessing=false and --workers=auto (or a number)"
+        )
     common = dict(
         batch_size=config.batch_size,
         image_size=config.image_size,
         target=config.target,
         cache_dir=label_cache_dir(config),
         skip_bad_samples=config.skip_bad_samples,
-        workers=config.workers,
-        use_multiprocessing=config.use_multiprocessing,
+        workers=worker_count(config.workers),  # validation: Keras' enqueuer, threads
     )
     class_weights = None if config.class_weights == "none" else config.class_weights
     train_ids = select_ids(config, config.train_split, config.max_train_images)
@@ -178,7 +184,9 @@ def distribution_scope(config):
 def build_model(config):
     """The DeepLabV3Plus that `config` describes."""
     weights = None if config.weights.lower() in ("none", "") else config.weights
+    devices = [device.split(":")[0].lower() for device in keras.distribution.list_devices()]
     return DeepLabV3Plus(
+        fast_atrous=use_fast_atrous(config.fast_atrous, keras.backend.backend(), devices),
         backbone=config.backbone,
         output_stride=config.output_stride,
         weights=weights,
@@ -216,6 +224,7 @@ def compile_model(model, config, steps_per_epoch, lr_segments=None):
         loss=build_loss(config.loss, config.target, config.focal_gamma),
         metrics=[SegmentationMeanIoU()],
         jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
+        steps_per_execution=config.steps_per_execution,
         run_eagerly=config.run_eagerly,
     )
 
@@ -229,7 +238,9 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch):
     )
     # Batches numbered from the start of the run: a resumed run gets the same
     # batches, order and augmentation as an uninterrupted one (so no Keras shuffle).
-    stream = TrainingStream(train_data, steps_per_epoch, state.epoch, workers=config.workers)
+    stream = TrainingStream(
+        train_data, steps_per_epoch, state.epoch, workers=worker_count(config.workers)
+    )
     callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
     with stream:
         model.fit(

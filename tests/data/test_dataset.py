@@ -19,12 +19,12 @@ def test_batches_shapes_ranges_and_last_partial_batch(tiny_root, target):
     dataset = CelebAMaskHQ(tiny_root, "train", batch_size=3, image_size=33, target=target)
     assert len(dataset) == 2 and dataset.num_classes == NUM_CLASSES and dataset.image_size == 33
     x, y = dataset[0]
-    assert x.shape == (3, 33, 33, 3) and x.dtype == np.float32
+    assert x.shape == (3, 33, 33, 3) and x.dtype == np.uint8  # compact batches
     assert 0 <= x.min() and x.max() <= 255 and x.max() > 1
     if target == "integer":
-        assert y.shape == (3, 33, 33) and y.dtype == np.int32
+        assert y.shape == (3, 33, 33) and y.dtype == np.uint8
     else:
-        assert y.shape == (3, 33, 33, NUM_CLASSES) and y.dtype == np.float32
+        assert y.shape == (3, 33, 33, NUM_CLASSES) and y.dtype == np.uint8
         np.testing.assert_array_equal(y.sum(-1), 1)
     dataset = CelebAMaskHQ(tiny_root, "all", batch_size=4, image_size=16)
     assert len(dataset) == 2 and dataset[1][0].shape[0] == 2
