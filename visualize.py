@@ -27,7 +27,8 @@ from faceparsing.errors import ImageReadError
 from faceparsing.files import atomic_write_text
 from faceparsing.images import read_rgb, save_png
 from faceparsing.inference import overlay, video
-from faceparsing.inference.detection import MIN_FACE_SIZE, MTCNNDetector
+from faceparsing.inference.alignment import check_landmarks
+from faceparsing.inference.detection import MIN_FACE_SIZE, LandmarkDetector, MTCNNDetector
 from faceparsing.inference.faces import ParsedPhoto, parse_faces
 from faceparsing.inference.predict import parse_photo, predict_dataset_labels
 
@@ -64,6 +65,10 @@ def parse_args(argv):
         "--min_face_size", type=int, default=MIN_FACE_SIZE, help="smallest face to detect (px)"
     )
     parser.add_argument("--json", action="store_true", help="also write <stem>.json per photo")
+    parser.add_argument(
+        "--landmarks",
+        help='JSON {"photo.jpg": [5 [x, y] points per face, ...]}: use these faces, no detector',
+    )
     args = parser.parse_args(argv)
     if sum(value is not None for value in (args.images, args.video, args.data_root)) != 1:
         parser.error("give exactly one of --images, --video or --data_root")
@@ -75,15 +80,46 @@ def parse_args(argv):
 
 
 class PhotoParser:
-    """Parses one picture (photo or video frame): faces aligned, or the whole picture."""
+    """Parses one picture (photo or video frame): faces aligned, or the whole picture.
 
-    def __init__(self, model, size, detector, crop_scale):
-        self.model, self.size, self.detector, self.crop_scale = model, size, detector, crop_scale
+    `detector` finds faces in every picture; `landmarks` ({file name: faces})
+    gives them instead; with neither, the whole picture is letterboxed.
+    """
 
-    def __call__(self, image):
-        if self.detector is None:
+    def __init__(self, model, size, crop_scale, detector=None, landmarks=None):
+        self.model, self.size, self.crop_scale = model, size, crop_scale
+        self.detector, self.landmarks = detector, landmarks
+
+    @property
+    def aligns(self):
+        return self.detector is not None or self.landmarks is not None
+
+    def __call__(self, image, name):
+        detector = self.detector
+        if self.landmarks is not None:
+            detector = LandmarkDetector(self.landmarks.get(name, []))
+        if detector is None:
             return ParsedPhoto(parse_photo(self.model, image, self.size), [])
-        return parse_faces(self.model, image, self.size, self.detector, crop_scale=self.crop_scale)
+        return parse_faces(self.model, image, self.size, detector, crop_scale=self.crop_scale)
+
+
+def load_landmarks(path):
+    """{file name: [(5, 2) landmarks, ...]} from a JSON file; errors name the file and key."""
+    try:
+        table = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--landmarks file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--landmarks {path} is not valid JSON: {error}") from None
+    if not isinstance(table, dict):
+        raise ValueError(f"--landmarks {path} must hold an object {{file name: faces}}")
+    faces = {}
+    for name, entries in table.items():
+        try:
+            faces[name] = [check_landmarks(face) for face in entries]
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--landmarks {path}, key {name!r}: {error}") from None
+    return faces
 
 
 def visualize_photos(parser, paths, out_dir, args):
@@ -103,8 +139,8 @@ def visualize_photos(parser, paths, out_dir, args):
 
 def visualize_photo(parser, path, out_dir, args):
     image = read_rgb(path)
-    parsed = parser(image)
-    if parser.detector is not None and not parsed.faces:
+    parsed = parser(image, path.name)
+    if parser.aligns and not parsed.faces:
         print(f"{path}: no face found, parsed the whole photo instead", file=sys.stderr)
     boxes = [face.box for face in parsed.faces]
     save_png(
@@ -120,13 +156,13 @@ def visualize_photo(parser, path, out_dir, args):
 
 def visualize_video(parser, path, out_dir, args):
     def parse_frame(frame):
-        parsed = parser(frame)
+        parsed = parser(frame, path.name)
         boxes = [face.box for face in parsed.faces]
         record = parsed.to_json() if args.json else {"faces": len(parsed.faces)}
         return parsed.label, overlay.overlay_frame(frame, parsed.label, args.alpha, boxes), record
 
     summary = video.process_video(path, out_dir, parse_frame, args.save_masks)
-    if parser.detector is not None:
+    if parser.aligns:
         empty = sum(not record["faces"] for record in summary["records"])
         if empty:
             print(
@@ -183,7 +219,7 @@ def report_problems(problems, num_files):
 
 def build_detector(args):
     """The face detector, built before the model so a missing package fails at once."""
-    if args.align == "none" or args.data_root is not None:
+    if args.align == "none" or args.data_root is not None or args.landmarks:
         return None
     return MTCNNDetector(min_face_size=args.min_face_size)
 
@@ -196,12 +232,13 @@ def run(args):
         if not paths:
             raise ValueError(f"--images {args.images!r} matches no file")
     detector = build_detector(args)
+    landmarks = load_landmarks(args.landmarks) if args.landmarks and args.align != "none" else None
     model = load_checkpoint(args.checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.data_root is not None:
         visualize_dataset(model, args.data_root, args.split, args.num, args.seed, size, out_dir)
         return 0
-    parser = PhotoParser(model, size, detector, args.crop_scale)
+    parser = PhotoParser(model, size, args.crop_scale, detector, landmarks)
     problems = visualize_photos(parser, paths, out_dir, args)
     return report_problems(problems, len(paths))
 

@@ -163,3 +163,35 @@ def test_bad_options(trained_run, tmp_path, capsys, arguments, message):
     with pytest.raises(SystemExit) as exit_info:
         run(trained_run, f"--images={tmp_path}", f"--out={tmp_path}", *arguments)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_landmarks_file_replaces_the_detector(trained_run, two_astronauts, tmp_path, monkeypatch):
+    from faceparsing.inference import detection
+
+    monkeypatch.setattr(detection, "import_mtcnn", lambda: pytest.fail("detector built"))
+    left = [[100, 100], [130, 101], [115, 118], [103, 134], [128, 135]]
+    right = [[x + 250, y] for x, y in left]
+    table = tmp_path / "faces.json"
+    table.write_text(json.dumps({"pair.png": [left, right]}))
+    out = tmp_path / "out"
+    arguments = [f"--images={two_astronauts}", f"--out={out}", f"--landmarks={table}", "--json"]
+    assert run(trained_run, *arguments) == 0
+    record = json.loads((out / "pair.json").read_text())
+    assert [face["landmarks"]["left_eye"] for face in record["faces"]] == [[100, 100], [350, 100]]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "must hold an object"),
+        ('{"a.png": [[[1, 2]]]}', "key 'a.png': landmarks must be 5 finite"),
+    ],
+)
+def test_bad_landmarks_file_is_one_line(trained_run, tmp_path, capsys, content, message):
+    table = tmp_path / "faces.json"
+    table.write_text(content)
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (20, 20)).save(photo)
+    assert run(trained_run, f"--images={photo}", f"--out={tmp_path}", f"--landmarks={table}") == 2
+    assert message in capsys.readouterr().err
