@@ -125,6 +125,15 @@ def warp_to_crop(image, matrix, size):
     return np.asarray(picture.transform((size, size), Image.AFFINE, coefficients, Image.BILINEAR))
 
 
+def warp_label_to_crop(label, matrix, size):
+    """Sample the `size` x `size` crop of a label map (H, W) with nearest neighbour, which
+    never invents ids; mirrored outside the photo, as `warp_to_crop` does for images."""
+    region, matrix = _source_region(label, matrix, size)
+    coefficients = tuple(matrix.reshape(-1))
+    picture = Image.fromarray(np.asarray(region, dtype=np.uint8))
+    return np.asarray(picture.transform((size, size), Image.AFFINE, coefficients, Image.NEAREST))
+
+
 def _source_region(image, matrix, size):
     """The part of `image` under the crop (mirrored where it leaves the photo), and the
     matrix from the crop to that region."""

@@ -124,3 +124,18 @@ def test_label_map_round_trip_through_the_photo():
     )
     agreement = (np.asarray(back) == crop_label).mean()
     assert agreement > 0.97
+
+
+def test_label_crops_use_nearest_neighbour_and_mirror():
+    label = np.zeros((40, 40), np.uint8)
+    label[:, 20:] = 7
+    label[:, 30:] = 12
+    rotate = alignment.crop_to_photo_matrix(
+        similarity(33, 0.35, np.array([20.0, 20.0]))(UPRIGHT - 100), 50
+    )
+    crop = alignment.warp_label_to_crop(label, rotate, 50)
+    assert set(np.unique(crop)) <= {0, 7, 12}  # no id invented between 0, 7 and 12
+    shifted = np.array([[1.0, 0, 25], [0, 1.0, 0]])  # 25 px right: columns 25..64, mirrored past 40
+    crop = alignment.warp_label_to_crop(label, shifted, 40)
+    np.testing.assert_array_equal(crop[:, :15], label[:, 25:40])
+    np.testing.assert_array_equal(crop[:, 15:25], label[:, 39:29:-1])
