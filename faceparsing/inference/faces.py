@@ -5,7 +5,10 @@ Each face found in a photo is cut out as its CelebA-HQ square (see
 back onto the photo with the inverse transform (bilinear per class, so the
 argmax happens at the photo's own resolution). Where squares overlap, a pixel
 goes to the face that claims it most (the highest probability of not being
-background there); pixels outside every square are background.
+background there); pixels outside every square are background. A detection
+centred inside the square of a face at least twice its size is dropped: a
+CelebA-HQ square frames one face, and such detections were false ones (on a
+collar, in hair).
 
     from faceparsing.checkpoints import load_checkpoint
     from faceparsing.images import read_rgb
@@ -24,6 +27,9 @@ from faceparsing.classes import CLASS_NAMES, NUM_CLASSES
 from faceparsing.inference import alignment
 from faceparsing.inference.detection import Detection, LandmarkDetector, MTCNNDetector
 from faceparsing.inference.predict import parse_photo, predict_logits
+
+# A detection this many times smaller than a face whose square holds its centre is dropped.
+NESTED_SIZE_RATIO = 2.0
 
 
 @dataclasses.dataclass
@@ -116,7 +122,7 @@ def parse_faces(model, image, size, detector=None, tta="none", crop_scale=1.0):
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 RGB (H, W, 3), got {image.dtype} {image.shape}")
-    detections = as_detector(detector)(image)
+    detections = drop_nested_faces(as_detector(detector)(image))
     if not detections:
         return ParsedPhoto(parse_photo(model, image, size, tta), [])
     matrices = [
@@ -138,6 +144,28 @@ def parse_faces(model, image, size, detector=None, tta="none", crop_scale=1.0):
         )
     ]
     return ParsedPhoto(label, faces)
+
+
+def drop_nested_faces(detections, min_ratio=NESTED_SIZE_RATIO):
+    """Detections without those centred inside the square of a face `min_ratio` times
+    their size or more."""
+    squares = [alignment.crop_to_photo_matrix(face.landmarks, 1) for face in detections]
+    sides = [np.hypot(*matrix[:, 0]) for matrix in squares]
+    centres = [alignment.apply_affine(matrix, [[0.5, 0.5]])[0] for matrix in squares]
+    return [
+        face
+        for index, face in enumerate(detections)
+        if not any(
+            sides[other] >= min_ratio * sides[index]
+            and inside_unit_square(alignment.invert_affine(squares[other]), centres[index])
+            for other in range(len(detections))
+        )
+    ]
+
+
+def inside_unit_square(photo_to_crop, point):
+    u, v = alignment.apply_affine(photo_to_crop, [point])[0]
+    return 0 <= u <= 1 and 0 <= v <= 1
 
 
 def paste_faces(logits, matrices, photo_shape):

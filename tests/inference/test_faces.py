@@ -150,3 +150,13 @@ def test_detector_forms():
 def test_bad_image_is_refused():
     with pytest.raises(ValueError, match="uint8 RGB"):
         faces.parse_faces(ColourModel(), np.zeros((10, 10), np.uint8), 16, detector=[])
+
+
+def test_small_detections_inside_a_larger_face_square_are_dropped():
+    big = Detection(box=[0, 0, 1, 1], landmarks=face_landmarks((200, 200), 60, 0), score=0.99)
+    collar = Detection(box=[0, 0, 1, 1], landmarks=face_landmarks((250, 290), 20, 0), score=0.8)
+    neighbour = Detection(box=[0, 0, 1, 1], landmarks=face_landmarks((320, 200), 40, 0))
+    far_small = Detection(box=[0, 0, 1, 1], landmarks=face_landmarks((600, 200), 10, 0))
+    kept = faces.drop_nested_faces([big, collar, neighbour, far_small])
+    # The neighbour is inside the big square too, but not half its size: two people close up.
+    assert kept == [big, neighbour, far_small]
