@@ -2,15 +2,18 @@
 
 Usage:
     python visualize.py --checkpoint runs/demo/best.keras --images "photos/*.jpg" --out overlays
+    python visualize.py --checkpoint runs/demo/best.keras --video clip.mp4 --out overlays
     python visualize.py --checkpoint runs/demo/best.keras --data_root data/demo --split val --num 8 --out panels
 
-Photos of any size, aspect ratio and mode are letterboxed to the model's input
-size and the prediction is mapped back to the photo's own size. Dataset samples
-are predicted exactly as `evaluate.py` does and compared at label resolution.
-The model was trained on aligned, centred CelebA-HQ faces: crop your photo
-around one face.
+Every face of a photo (or video frame) is found with its five landmarks, cut
+out as CelebA-HQ was (the square the model was trained on), parsed, and its
+logits are warped back onto the photo. A photo without a face, or any photo
+with `--align none`, is letterboxed whole to the model's input size instead.
+Dataset samples are predicted exactly as `evaluate.py` does and compared at
+label resolution.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -21,15 +24,22 @@ from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.data.layout import MASK_SIZE, SPLITS, split_ids
 from faceparsing.data.samples import load_image, merge_masks
 from faceparsing.errors import ConfigError, DatasetError, ImageReadError
-from faceparsing.images import list_images, read_rgb, save_png
-from faceparsing.inference import overlay
+from faceparsing.files import atomic_write_text
+from faceparsing.images import read_rgb, save_png
+from faceparsing.inference import overlay, video
+from faceparsing.inference.alignment import check_landmarks
+from faceparsing.inference.detection import MIN_FACE_SIZE, LandmarkDetector, MTCNNDetector
+from faceparsing.inference.faces import ParsedPhoto, parse_faces
 from faceparsing.inference.predict import parse_photo, predict_dataset_labels
+
+ALIGN_MODES = ("celebahq", "none")
 
 
 def parse_args(argv):
     parser = cli.ArgumentParser(description="Overlay face parsing on photos or dataset samples.")
     parser.add_argument("--checkpoint", required=True, help=".keras checkpoint")
-    parser.add_argument("--images", help="photo file, folder or glob pattern")
+    parser.add_argument("--images", help="photo or video file, folder or glob pattern")
+    parser.add_argument("--video", help="a video file (any container ffmpeg reads)")
     parser.add_argument(
         "--data_root", help="dataset root: draw photo | truth | prediction | errors"
     )
@@ -42,29 +52,135 @@ def parse_args(argv):
         "--save_masks", action="store_true", help="also write label PNGs at the photo's size"
     )
     parser.add_argument("--image_size", type=int, help="model input size (default: the run's)")
+    parser.add_argument(
+        "--align",
+        default="celebahq",
+        choices=ALIGN_MODES,
+        help="celebahq: detect faces and parse each as CelebA-HQ cut it; none: whole photo",
+    )
+    parser.add_argument(
+        "--crop_scale", type=float, default=1.0, help="crop side relative to CelebA-HQ's square"
+    )
+    parser.add_argument(
+        "--min_face_size", type=int, default=MIN_FACE_SIZE, help="smallest face to detect (px)"
+    )
+    parser.add_argument("--json", action="store_true", help="also write <stem>.json per photo")
+    parser.add_argument(
+        "--landmarks",
+        help='JSON {"photo.jpg": [5 [x, y] points per face, ...]}: use these faces, no detector',
+    )
     args = parser.parse_args(argv)
-    if (args.images is None) == (args.data_root is None):
-        parser.error("give exactly one of --images or --data_root")
+    if sum(value is not None for value in (args.images, args.video, args.data_root)) != 1:
+        parser.error("give exactly one of --images, --video or --data_root")
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if not args.crop_scale > 0:
+        parser.error(f"--crop_scale must be positive, got {args.crop_scale}")
     return args
 
 
-def visualize_photos(model, paths, size, out_dir, alpha, save_masks):
-    """Write `<stem>_overlay.png` (and `<stem>_mask.png`) per photo; return the bad files' errors."""
+class PhotoParser:
+    """Parses one picture (photo or video frame): faces aligned, or the whole picture.
+
+    `detector` finds faces in every picture; `landmarks` ({file name: faces})
+    gives them instead; with neither, the whole picture is letterboxed.
+    """
+
+    def __init__(self, model, size, crop_scale, detector=None, landmarks=None):
+        self.model, self.size, self.crop_scale = model, size, crop_scale
+        self.detector, self.landmarks = detector, landmarks
+
+    @property
+    def aligns(self):
+        return self.detector is not None or self.landmarks is not None
+
+    def __call__(self, image, name):
+        detector = self.detector
+        if self.landmarks is not None:
+            detector = LandmarkDetector(self.landmarks.get(name, []))
+        if detector is None:
+            return ParsedPhoto(parse_photo(self.model, image, self.size), [])
+        return parse_faces(self.model, image, self.size, detector, crop_scale=self.crop_scale)
+
+
+def load_landmarks(path):
+    """{file name: [(5, 2) landmarks, ...]} from a JSON file; errors name the file and key."""
+    try:
+        table = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--landmarks file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--landmarks {path} is not valid JSON: {error}") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"--landmarks {path} must hold an object {{file name: faces}}")
+    faces = {}
+    for name, entries in table.items():
+        try:
+            faces[name] = [check_landmarks(face) for face in entries]
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"--landmarks {path}, key {name!r}: {error}") from None
+    return faces
+
+
+def visualize_photos(parser, paths, out_dir, args):
+    """Write `<stem>_overlay.png` (and `<stem>_mask.png`, `<stem>.json`) per photo, and
+    the video outputs per video; return the bad files' errors."""
     problems = []
     for path in paths:
         try:
-            image = read_rgb(path)
-        except ImageReadError as error:
+            if args.video is not None or video.is_video(path):
+                visualize_video(parser, path, out_dir, args)
+            else:
+                visualize_photo(parser, path, out_dir, args)
+        except (ImageReadError, video.VideoError) as error:
             problems.append(str(error))
-            continue
-        label = parse_photo(model, image, size)
-        save_png(overlay.photo_panel(image, label, alpha), out_dir / f"{path.stem}_overlay.png")
-        if save_masks:
-            save_png(label, out_dir / f"{path.stem}_mask.png")
-        print(f"{path} -> {out_dir / (path.stem + '_overlay.png')}")
     return problems
+
+
+def visualize_photo(parser, path, out_dir, args):
+    image = read_rgb(path)
+    parsed = parser(image, path.name)
+    if parser.aligns and not parsed.faces:
+        print(f"{path}: no face found, parsed the whole photo instead", file=sys.stderr)
+    boxes = [face.box for face in parsed.faces]
+    save_png(
+        overlay.faces_panel(image, parsed.label, args.alpha, boxes),
+        out_dir / f"{path.stem}_overlay.png",
+    )
+    if args.save_masks:
+        save_png(parsed.label, out_dir / f"{path.stem}_mask.png")
+    if args.json:
+        write_json(out_dir / f"{path.stem}.json", photo_record(path, parsed, args))
+    print(f"{path}: {len(parsed.faces)} face(s) -> {out_dir / (path.stem + '_overlay.png')}")
+
+
+def visualize_video(parser, path, out_dir, args):
+    def parse_frame(frame):
+        parsed = parser(frame, path.name)
+        boxes = [face.box for face in parsed.faces]
+        record = parsed.to_json() if args.json else {"faces": len(parsed.faces)}
+        return parsed.label, overlay.overlay_frame(frame, parsed.label, args.alpha, boxes), record
+
+    summary = video.process_video(path, out_dir, parse_frame, args.save_masks)
+    if parser.aligns:
+        empty = sum(not record["faces"] for record in summary["records"])
+        if empty:
+            print(
+                f"{path}: no face found in {empty} of {summary['frames']} frames, "
+                "parsed those whole",
+                file=sys.stderr,
+            )
+    if args.json:
+        write_json(out_dir / f"{path.stem}.json", {**summary, "align": args.align})
+    print(f"{path}: {summary['frames']} frames -> {out_dir / (path.stem + '_overlay.mp4')}")
+
+
+def photo_record(path, parsed, args):
+    return {"photo": str(path), "align": args.align, **parsed.to_json()}
+
+
+def write_json(path, record):
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def visualize_dataset(model, data_root, split, num, seed, size, out_dir):
@@ -101,19 +217,29 @@ def report_problems(problems, num_files):
     return 1
 
 
+def build_detector(args):
+    """The face detector, built before the model so a missing package fails at once."""
+    if args.align == "none" or args.data_root is not None or args.landmarks:
+        return None
+    return MTCNNDetector(min_face_size=args.min_face_size)
+
+
 def run(args):
     size = args.image_size or run_config(args.checkpoint).image_size
     out_dir = Path(args.out)
-    if args.images is not None:
-        paths = list_images(args.images)
+    if args.data_root is None:
+        paths = [Path(args.video)] if args.video else video.list_media(args.images)
         if not paths:
             raise ConfigError(f"--images {args.images!r} matches no file")
+    detector = build_detector(args)
+    landmarks = load_landmarks(args.landmarks) if args.landmarks and args.align != "none" else None
     model = load_checkpoint(args.checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.data_root is not None:
         visualize_dataset(model, args.data_root, args.split, args.num, args.seed, size, out_dir)
         return 0
-    problems = visualize_photos(model, paths, size, out_dir, args.alpha, args.save_masks)
+    parser = PhotoParser(model, size, args.crop_scale, detector, landmarks)
+    problems = visualize_photos(parser, paths, out_dir, args)
     return report_problems(problems, len(paths))
 
 

@@ -70,3 +70,31 @@ def stack_panels(panels, max_size=(2048, 8192)):
     thumbnail = Image.fromarray(grid)
     thumbnail.thumbnail(max_size)
     return np.asarray(thumbnail)
+
+
+def mark_faces(image, boxes):
+    """A copy of `image` with each box (left, top, right, bottom) outlined and numbered."""
+    picture = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    draw = ImageDraw.Draw(picture)
+    width = max(1, min(picture.size) // 200)
+    font = ImageFont.load_default(size=max(10, min(picture.size) // 30))
+    for index, (left, top, right, bottom) in enumerate(boxes):
+        for offset, colour in ((width, "black"), (0, "white")):  # white on a dark rim
+            draw.rectangle(
+                (left - offset, top - offset, right + offset, bottom + offset),
+                outline=colour,
+                width=width,
+            )
+        draw.text((left + 2 * width, top + 2 * width), str(index), fill="white", font=font)
+    return np.asarray(picture)
+
+
+def overlay_frame(image, label, alpha, boxes=()):
+    """The photo with the label colours blended in and each face's box marked."""
+    return mark_faces(blend(image, label, alpha), boxes)
+
+
+def faces_panel(photo, label, alpha, boxes=()):
+    """photo | label colours | overlay with each face's box, with a legend of the classes."""
+    tiles = [photo, colorize(label), overlay_frame(photo, label, alpha, boxes)]
+    return side_by_side(tiles, [label])
