@@ -1,6 +1,9 @@
 """export.py's command line (the conversions are tested in tests/inference/test_exporting.py)."""
 
+import sys
+
 import numpy as np
+import pytest
 
 import export
 from faceparsing.checkpoints import load_checkpoint
@@ -17,10 +20,45 @@ def test_keras_format_from_the_command_line(trained_run, tmp_path, capsys):
 
 
 def test_bad_format_is_one_line_exit_2(trained_run, tmp_path, capsys):
-    arguments = [f"--checkpoint={trained_run / 'best.keras'}", "--format=onnx", "--out=x"]
+    arguments = [f"--checkpoint={trained_run / 'best.keras'}", "--format=coreml", "--out=x"]
     try:
         export.main(arguments)
     except SystemExit as exit_:
         assert exit_.code == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "invalid choice: 'onnx'" in error
+    assert error.count("\n") == 1 and "invalid choice: 'coreml'" in error
+
+
+@pytest.mark.slow
+def test_onnx_with_a_fixed_size_from_the_command_line(trained_run, tmp_path, capsys):
+    import onnxruntime
+
+    out = tmp_path / "model.onnx"
+    checkpoint = trained_run / "best.keras"
+    arguments = [f"--checkpoint={checkpoint}", "--format=onnx", f"--out={out}", "--image_size=48"]
+    assert export.main(arguments) == 0
+    assert f"as onnx to {out}" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 48, 48, 3]
+    assert session.get_modelmeta().custom_metadata_map["image_size"] == "48"
+    images = np.random.default_rng(4).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    (logits,) = session.run(["logits"], {"images": images})
+    expected = load_checkpoint(checkpoint).predict_on_batch(images)
+    assert np.abs(logits - expected).max() <= 1e-3 * np.abs(expected).max()
+
+
+def test_missing_onnx_exporter_is_one_line_exit_2(trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail
+    out = tmp_path / "model.onnx"
+    arguments = [f"--checkpoint={trained_run / 'best.keras'}", "--format=onnx", f"--out={out}"]
+    assert export.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "needs the package 'onnx'" in error and "pip install" in error
+    assert not out.exists()
+
+
+def test_image_size_must_be_positive(trained_run, tmp_path, capsys):
+    arguments = [f"--checkpoint={trained_run / 'best.keras'}", "--format=onnx",
+                 f"--out={tmp_path / 'm.onnx'}", "--image_size=0"]  # fmt: skip
+    assert export.main(arguments) == 2
+    assert "--image_size must be a positive number of pixels, got 0" in capsys.readouterr().err

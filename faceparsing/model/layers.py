@@ -41,6 +41,18 @@ class ImagePreprocessing(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+def _resize_to_graph_time_size(images, size, interpolation):
+    """What `ops.image.resize` runs on TensorFlow, for a size known only when the graph runs.
+
+    `ops.image.resize` checks `height > 0` in Python, which fails for a height
+    that is a tensor: a graph traced for any input size (as the ONNX export
+    traces it) has one.
+    """
+    import tensorflow as tf
+
+    return tf.image.resize(images, tf.stack(size), method=interpolation)
+
+
 @keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class ResizeLike(layers.Layer):
     """Resizes `[images, reference]` to the reference's height and width.
@@ -60,6 +72,8 @@ class ResizeLike(layers.Layer):
         images, reference = inputs
         size = ops.shape(reference)[1:3]
         images = ops.cast(images, self.compute_dtype)
+        if keras.backend.backend() == "tensorflow" and not all(isinstance(d, int) for d in size):
+            return _resize_to_graph_time_size(images, size, self.interpolation)
         return ops.image.resize(images, size, interpolation=self.interpolation)
 
     def compute_output_shape(self, input_shape):

@@ -54,6 +54,19 @@ def test_save_and_load_without_custom_objects(tmp_path):
     np.testing.assert_allclose(loaded(images), model(images), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("fast_atrous", [True, False])
+def test_graph_traced_for_any_size_gives_the_same_logits(fast_atrous):
+    # ONNX export traces one TensorFlow graph whose height and width are unknown.
+    import tensorflow as tf
+
+    model = tiny_model(fast_atrous=fast_atrous)
+    any_size = tf.TensorSpec((None, None, None, 3), tf.float32)
+    graph = tf.function(lambda images: model(images), input_signature=[any_size])
+    for shape in [(1, 40, 56, 3), (2, 37, 29, 3)]:
+        images = random_images(*shape)
+        np.testing.assert_allclose(graph(images), model(images), rtol=1e-5, atol=1e-5)
+
+
 def test_mixed_precision_gives_float32_logits():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
