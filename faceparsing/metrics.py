@@ -95,9 +95,10 @@ class SegmentationMeanIoU(keras.metrics.Metric):
     ground truth and prediction are left out, NaN when nothing was counted.
 
     Accepts integer targets (B, H, W) or one-hot targets (B, H, W, C) and logits
-    (B, H, W, C). `sample_weight` is ignored on purpose: the literature's
-    metrics are unweighted, and Keras would otherwise weight the confusion
-    matrix by the class-balancing weights.
+    (B, H, W, C). `sample_weight` does not weight the counts, on purpose: the
+    literature's metrics are unweighted, and Keras would otherwise weight the
+    confusion matrix by the class-balancing weights. It only marks padding:
+    pixels of weight 0 are not counted (multi-host validation pads that way).
 
     Args:
         num_classes: int. Number of classes. Defaults to 19.
@@ -114,13 +115,16 @@ class SegmentationMeanIoU(keras.metrics.Metric):
         self.high = self.add_variable(shape=shape, initializer="zeros", dtype="int32", name="high")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        del sample_weight  # unweighted by design, see the class docstring
         if len(y_true.shape) == len(y_pred.shape):
             y_true = ops.argmax(y_true, axis=-1)
         labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         predictions = ops.reshape(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), (-1,))
         cells = labels * self.num_classes + predictions
-        counts = ops.segment_sum(ops.ones_like(cells), cells, num_segments=self.num_classes**2)
+        counted = ops.ones_like(cells)
+        if sample_weight is not None:  # unweighted by design; weight 0 marks padding
+            weight = ops.reshape(ops.convert_to_tensor(sample_weight), (-1,))
+            counted = ops.cast(weight > 0, "int32")
+        counts = ops.segment_sum(counted, cells, num_segments=self.num_classes**2)
         low = self.low + ops.reshape(counts, (self.num_classes, self.num_classes))
         carry = ops.floor_divide(low, self.CARRY)
         self.low.assign(low - carry * self.CARRY)

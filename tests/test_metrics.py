@@ -77,6 +77,16 @@ def test_metric_counts_stay_exact_past_the_carry(monkeypatch):
     np.testing.assert_array_equal(metric.confusion_matrix(), confusion)
 
 
+def test_weight_zero_pixels_are_not_counted_and_others_count_once():
+    labels, logits = _random_batch(6)
+    weights = np.random.default_rng(1).uniform(0.1, 10, size=labels.shape).astype("float32")
+    weights[1] = 0.0  # the second image is padding
+    metric = metrics.SegmentationMeanIoU()
+    metric.update_state(labels, logits, sample_weight=weights)
+    expected = metrics.confusion_matrix(labels[:1], logits[:1].argmax(-1))
+    np.testing.assert_array_equal(metric.confusion_matrix(), expected)
+
+
 def test_metric_ignores_sample_weight():
     labels, logits = _random_batch(5)
     weighted, unweighted = metrics.SegmentationMeanIoU(), metrics.SegmentationMeanIoU()
