@@ -79,10 +79,12 @@ class SegmentationMeanIoU(keras.metrics.Metric):
     """Unweighted mean IoU from logits, for validation during training.
 
     Accepts integer targets (B, H, W) or one-hot targets (B, H, W, C) and logits
-    (B, H, W, C). `sample_weight` is ignored on purpose: the literature's
-    metrics are unweighted, and Keras would otherwise weight the confusion
-    matrix by the class-balancing weights. Classes absent from both ground
-    truth and prediction are left out of the mean (as `keras.metrics.MeanIoU`).
+    (B, H, W, C). `sample_weight` does not weight the counts, on purpose: the
+    literature's metrics are unweighted, and Keras would otherwise weight the
+    confusion matrix by the class-balancing weights. It only marks padding:
+    pixels of weight 0 are not counted (multi-host validation pads that way).
+    Classes absent from both ground truth and prediction are left out of the
+    mean (as `keras.metrics.MeanIoU`).
 
     Args:
         num_classes: int. Number of classes. Defaults to 19.
@@ -97,7 +99,6 @@ class SegmentationMeanIoU(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        del sample_weight  # unweighted by design, see the class docstring
         if len(y_true.shape) == len(y_pred.shape):
             y_true = ops.argmax(y_true, axis=-1)
         labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
@@ -105,6 +106,9 @@ class SegmentationMeanIoU(keras.metrics.Metric):
         # A one-hot product rather than bincount: bincount needs concrete
         # values under JAX's jit, this has static shapes on every backend.
         truth = ops.one_hot(labels, self.num_classes, dtype="float32")
+        if sample_weight is not None:  # unweighted by design; weight 0 marks padding
+            counted = ops.reshape(ops.cast(sample_weight > 0, "float32"), (-1, 1))
+            truth = truth * counted
         predicted = ops.one_hot(predictions, self.num_classes, dtype="float32")
         self.confusion.assign_add(ops.matmul(ops.transpose(truth), predicted))
 

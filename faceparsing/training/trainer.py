@@ -210,7 +210,9 @@ def compile_model(model, config, steps_per_epoch):
     model.compile(
         optimizer=build_optimizer(config, steps_per_epoch),
         loss=build_loss(config.loss, config.target, config.focal_gamma),
-        metrics=[SegmentationMeanIoU()],
+        # Weighted only so that it sees sample_weight: it counts every pixel of
+        # weight > 0 once, and multi-host validation marks padding with weight 0.
+        weighted_metrics=[SegmentationMeanIoU()],
         jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
         run_eagerly=config.run_eagerly,
     )
