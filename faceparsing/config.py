@@ -75,7 +75,7 @@ class TrainConfig:
     mixed_precision: str = "float32"  # float32|mixed_float16|mixed_bfloat16
     jit_compile: str = "auto"  # auto|true|false (XLA compilation of the train step)
     run_eagerly: bool = False  # no graph tracing: Python-debuggable, slow per step, no compile wait
-    distribute: str = "none"  # none|mirrored (TensorFlow)|data_parallel (JAX); multiworker is refused (keras#20585)
+    distribute: str = "none"  # none|mirrored (TensorFlow)|data_parallel (JAX; several hosts: KERAS_DISTRIBUTION_*); multiworker is refused (keras#20585)
     # --- run folder ---
     run_dir: str = "runs/default"  # config.yaml, metrics.csv, checkpoints, curves
     init: str = ""  # start from another checkpoint's weights (.keras)

@@ -149,7 +149,11 @@ def distribution_scope(config):
             raise ValueError(
                 "distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow"
             )
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        # Each process feeds its own batches (multihost.ProcessBatches): Keras
+        # cannot shard a PyDataset across processes.
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(auto_shard_dataset=False)
+        )
         return contextlib.nullcontext()
     if config.distribute == "multiworker":
         raise ValueError(
@@ -218,8 +222,9 @@ def compile_model(model, config, steps_per_epoch):
     )
 
 
-def fit(model, config, state, train_data, val_data, steps_per_epoch):
-    """Train from the epoch after `state.epoch` to `config.epochs`, writing the run folder."""
+def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks=None):
+    """Train from the epoch after `state.epoch` to `config.epochs`, writing the run folder
+    (with `build_callbacks` unless `callbacks` are given)."""
     print(
         f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
         f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
@@ -227,7 +232,8 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch):
     )
     # Same shuffling and augmentation on a resumed run as on an uninterrupted one.
     train_data.set_epoch(state.epoch)
-    callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
+    if callbacks is None:
+        callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
     model.fit(
         train_data,
         validation_data=val_data,
