@@ -425,8 +425,8 @@ def run_and_leave(command, *args):
         status = 1
     if status and _joined is not None:
         print(
-            f"{_joined} stopped; the others stop too. Rerun the same command on every host "
-            "to resume after the last completed epoch.",
+            f"{_joined} stopped; the others stop too. Once the error above is fixed, rerun the "
+            "same command on every host: training resumes after the last completed epoch.",
             file=sys.stderr,
         )
         _leave(status)

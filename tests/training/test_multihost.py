@@ -59,8 +59,8 @@ def test_bad_launcher_variables_are_named(changes, message):
         multihost.cluster_from_environment({**JOB, **changes})
 
 
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="checks the refusal on TensorFlow")
 def test_multi_host_needs_jax_and_says_so_in_one_line(demo_root, tmp_path, monkeypatch, capsys):
-    assert keras.backend.backend() != "jax"  # the test process runs TensorFlow
     for key, value in JOB.items():
         monkeypatch.setenv(key, value)
     arguments = tiny_train_args(demo_root, tmp_path / "run", "--distribute=data_parallel")
@@ -239,8 +239,9 @@ def test_a_killed_process_stops_the_job_and_a_rerun_of_both_resumes(
     first, second = _start_job(arguments, tmp_path, "killed")
     _wait_for(tmp_path / "killed_0.log", "Resuming", first)
     second.send_signal(signal.SIGKILL)
-    assert first.wait(timeout=120) != 0  # its next collective fails: it stops, not hangs
-    assert "Rerun the same command on every host" in (tmp_path / "killed_0.log").read_text()
+    assert first.wait(timeout=60) != 0  # its next collective fails: it stops, not hangs
+    survivor = (tmp_path / "killed_0.log").read_text()
+    assert "\nerror: " in survivor and "rerun the same command on every host" in survivor
 
     rerun = _start_job(arguments, tmp_path, "rerun")
     assert _finish(rerun) == [0, 0], [(tmp_path / f"rerun_{p}.log").read_text() for p in (0, 1)]
