@@ -9,6 +9,8 @@ receives the resolved `config.yaml`, `metrics.csv`, `best.keras` (best
 validation mIoU), `last.keras`, `backup/`, `curves.png` and `summary.json`.
 Rerunning the same command after a crash or Ctrl-C resumes after the last
 completed epoch. The steps themselves are `faceparsing.training.trainer.train`.
+With Keras' launcher variables (KERAS_DISTRIBUTION_*) and --distribute=data_parallel,
+this is one process of a multi-machine job (`faceparsing.training.multihost.train`).
 
 Exit status: 0 done, 1 the loss became NaN/inf, 2 a usage error (one line on
 stderr; FACEPARSING_DEBUG=1 shows the traceback), 130 interrupted.
@@ -20,7 +22,7 @@ import time
 
 from faceparsing import cli
 from faceparsing import config as config_lib
-from faceparsing.training import trainer
+from faceparsing.training import multihost, trainer
 
 
 def parse_args(argv):
@@ -41,7 +43,7 @@ def run(args, overrides):
         print(json.dumps(config_lib.to_dict(config), indent=2))
         return 0
     started = time.monotonic()
-    summary = trainer.train(config)
+    summary = (multihost.train if multihost.requested(config) else trainer.train)(config)
     print_summary(summary, config.run_dir)
     print(f"Done in {time.monotonic() - started:.0f}s.")
     return 0
@@ -57,6 +59,10 @@ def print_summary(summary, run_dir):
 
 def main(argv=None):
     args, overrides = parse_args(argv)
+    return multihost.run_and_leave(train_command, args, overrides)
+
+
+def train_command(args, overrides):
     try:
         return cli.run_command(
             run, args, overrides, exit_codes=[(trainer.TrainingDivergedError, 1)]

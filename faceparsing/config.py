@@ -78,7 +78,7 @@ class TrainConfig:
     jit_compile: str = "auto"  # auto|true|false (XLA compilation of the train step)
     steps_per_execution: int = 1  # train steps per compiled call: less Python per step on a GPU
     run_eagerly: bool = False  # no graph tracing: Python-debuggable, slow per step, no compile wait
-    distribute: str = "none"  # none|mirrored (TensorFlow)|data_parallel (JAX); multiworker is refused (keras#20585)
+    distribute: str = "none"  # none|mirrored (TensorFlow)|data_parallel (JAX; several hosts: KERAS_DISTRIBUTION_*); multiworker is refused (keras#20585)
     # --- run folder ---
     run_dir: str = "runs/default"  # config.yaml, metrics.csv, checkpoints, curves
     init: str = ""  # start from another checkpoint's weights (.keras)

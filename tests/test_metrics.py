@@ -96,6 +96,19 @@ def test_metric_ignores_sample_weight():
     assert float(weighted.result()) == float(unweighted.result())
 
 
+def test_metric_does_not_count_pixels_of_weight_zero():
+    labels, logits = _random_batch(6)
+    padded_labels = np.concatenate([labels, np.zeros_like(labels[:1])])
+    padded_logits = np.concatenate([logits, logits[:1]])
+    weights = np.ones(padded_labels.shape, "float32")
+    weights[-1] = 0.0  # the appended image is padding
+    padded, plain = metrics.SegmentationMeanIoU(), metrics.SegmentationMeanIoU()
+    padded.update_state(padded_labels, padded_logits, sample_weight=weights)
+    plain.update_state(labels, logits)
+    np.testing.assert_array_equal(padded.confusion.numpy(), plain.confusion.numpy())
+    assert float(padded.result()) == float(plain.result())
+
+
 def test_metric_config_round_trip():
     metric = metrics.SegmentationMeanIoU(num_classes=5, name="val_thing")
     clone = metrics.SegmentationMeanIoU.from_config(metric.get_config())

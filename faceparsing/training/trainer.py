@@ -159,7 +159,11 @@ def distribution_scope(config):
             raise ConfigError(
                 "distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow"
             )
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        # Each process feeds its own batches (multihost.ProcessBatches): Keras
+        # cannot shard a PyDataset across processes.
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(auto_shard_dataset=False)
+        )
         return contextlib.nullcontext()
     if config.distribute == "multiworker":
         raise ConfigError(
@@ -222,15 +226,18 @@ def compile_model(model, config, steps_per_epoch, lr_segments=None):
     model.compile(
         optimizer=build_optimizer(config, steps_per_epoch, lr_segments),
         loss=build_loss(config.loss, config.target, config.focal_gamma),
-        metrics=[SegmentationMeanIoU()],
+        # Weighted only so that it sees sample_weight: it counts every pixel of
+        # weight > 0 once, and multi-host validation marks padding with weight 0.
+        weighted_metrics=[SegmentationMeanIoU()],
         jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
         steps_per_execution=config.steps_per_execution,
         run_eagerly=config.run_eagerly,
     )
 
 
-def fit(model, config, state, train_data, val_data, steps_per_epoch):
-    """Train from the epoch after `state.epoch` to `config.epochs`, writing the run folder."""
+def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks=None):
+    """Train from the epoch after `state.epoch` to `config.epochs`, writing the run folder
+    (with `build_callbacks` unless `callbacks` are given)."""
     print(
         f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
         f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
@@ -241,7 +248,8 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch):
     stream = TrainingStream(
         train_data, steps_per_epoch, state.epoch, workers=worker_count(config.workers)
     )
-    callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
+    if callbacks is None:
+        callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
     with stream:
         model.fit(
             stream,

@@ -1,0 +1,449 @@
+"""Training on several machines: one process per host, JAX data parallelism across them all.
+
+Keras' own launcher variables describe the job: `KERAS_DISTRIBUTION_JOB_ADDRESSES`
+(host:port of process 0, the coordinator), `KERAS_DISTRIBUTION_NUM_PROCESSES` and
+`KERAS_DISTRIBUTION_PROCESS_ID`. With them and `distribute=data_parallel`, `train`
+joins the job through `keras.distribution.initialize()` and trains one model with
+`DataParallel` over every device of every process:
+
+- `batch_size` stays the global batch. Each process loads only its own slice of
+  every global batch (`ProcessBatches`), so the batches, the steps and the
+  learning-rate schedule are those of one process running that batch.
+- Validation pads the slices to one shape with images of weight 0, which neither
+  the loss nor the mIoU counts, so `val_loss` and `val_miou` are the single-process ones.
+- Process 0 alone writes the run folder; every process reads it to resume.
+- A step of the setup that fails in one process stops all of them (`Cluster.together`),
+  and a process that fails later leaves at once (`run_and_leave`).
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import sys
+import traceback
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from faceparsing import config as config_lib
+from faceparsing.errors import ConfigError
+from faceparsing.training import run_folder, trainer
+
+LAUNCHER_VARIABLES = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+# Config keys that may differ between hosts: local paths and data-loading resources.
+PER_HOST_KEYS = ("data_root", "cache_dir", "run_dir", "workers", "use_multiprocessing", "verbose")
+
+_joined = None  # the Cluster this process joined; JAX allows joining once per process
+
+
+class PeerProcessError(ConnectionError):
+    """Another process of the job failed or cannot be reached."""
+
+
+def requested(config, environ=os.environ):
+    """True when Keras' launcher variables ask for a multi-host run of `config`.
+
+    Raises ConfigError when they are set for a mode that cannot use them (every
+    process would otherwise train alone into the same run folder) or only some
+    of them are set. `distribute=multiworker` is left to the trainer's refusal.
+    """
+    present = [name for name in LAUNCHER_VARIABLES if environ.get(name)]
+    if not present or config.distribute == "multiworker":
+        return False
+    if config.distribute != "data_parallel":
+        raise ConfigError(
+            f"{present[0]} is set, but distribute={config.distribute} trains on one host; "
+            "use --distribute=data_parallel with KERAS_BACKEND=jax, or unset the "
+            "KERAS_DISTRIBUTION_* variables"
+        )
+    missing = [name for name in LAUNCHER_VARIABLES if not environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"multi-host training needs {', '.join(LAUNCHER_VARIABLES)}; "
+            f"{', '.join(missing)} is not set"
+        )
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """This process's place in the job."""
+
+    num_processes: int
+    process_id: int
+
+    @property
+    def is_writer(self):
+        return self.process_id == 0
+
+    def __str__(self):
+        return f"process {self.process_id} of {self.num_processes}"
+
+    @contextlib.contextmanager
+    def together(self, step):
+        """Run a setup step in every process; if it fails in any process, it fails in all.
+
+        Without this, the processes that succeeded would wait at their next
+        collective for the one that stopped.
+        """
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the others may be gone already
+                self._failed_processes(False)
+            raise
+        failed = self._failed_processes(True)
+        if failed:
+            names = ", ".join(str(process) for process in failed)
+            raise PeerProcessError(
+                f"process {names} of {self.num_processes} failed while {step} (see its "
+                "output); this process stops too"
+            )
+
+    def _failed_processes(self, succeeded):
+        flags = allgather(np.array([int(succeeded)], np.int32)).reshape(-1)
+        return [process for process, flag in enumerate(flags) if not flag]
+
+
+def cluster_from_environment(environ=os.environ):
+    """The Cluster that Keras' launcher variables describe; errors name the variable."""
+    num_processes = _integer_variable(environ, "KERAS_DISTRIBUTION_NUM_PROCESSES")
+    process_id = _integer_variable(environ, "KERAS_DISTRIBUTION_PROCESS_ID")
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ConfigError(
+            f"KERAS_DISTRIBUTION_PROCESS_ID must lie in 0..{num_processes - 1} and "
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES be at least 1, got {process_id} and {num_processes}"
+        )
+    return Cluster(num_processes, process_id)
+
+
+def _integer_variable(environ, name):
+    try:
+        return int(environ[name])
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {environ[name]!r}") from None
+
+
+def connect(config, environ=os.environ):
+    """Join the job that Keras' launcher variables describe; return this process's Cluster.
+
+    Call it before any JAX computation. On CPU the processes exchange data over
+    gloo (TCP), which JAX needs set before it starts; `JAX_CPU_COLLECTIVES_IMPLEMENTATION`
+    chooses another. The first call blocks until every process has joined
+    (JAX gives up after 5 minutes).
+    """
+    global _joined
+    cluster = cluster_from_environment(environ)
+    if keras.backend.backend() != "jax":
+        raise ConfigError(
+            "multi-host training needs KERAS_BACKEND=jax; TensorFlow's multi-worker mode "
+            "is refused: Keras 3's fit does not run under it (keras-team/keras#20585)"
+        )
+    if _joined is None:
+        import jax
+
+        if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in environ:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        address = environ["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(",")[0]
+        print(f"{cluster}: joining the job at {address} ...", flush=True)
+        try:
+            keras.distribution.initialize()
+        except Exception as error:  # JAX raises its runtime error type for every failure
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise PeerProcessError(
+                f"{cluster} could not join the job at {address}: {reason}"
+            ) from None
+        _joined = cluster
+    elif _joined != cluster:
+        raise ConfigError(f"this process already joined the job as {_joined}, not as {cluster}")
+    return cluster
+
+
+def allgather(values):
+    """Stack `values` (a NumPy array, same shape everywhere) of every process: (P, ...)."""
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values))
+
+
+def per_process_batch(config, cluster):
+    """Images each process feeds per step: `batch_size` split evenly over processes and devices."""
+    import jax
+
+    if config.batch_size % cluster.num_processes:
+        raise ConfigError(
+            f"batch_size {config.batch_size} must be a multiple of the {cluster.num_processes} "
+            "processes (KERAS_DISTRIBUTION_NUM_PROCESSES); batch_size is the global batch"
+        )
+    batch_size = config.batch_size // cluster.num_processes
+    devices = jax.local_device_count()
+    if batch_size % devices:
+        raise ConfigError(
+            f"batch_size {config.batch_size} gives {batch_size} images to each process, "
+            f"which must be a multiple of its {devices} devices"
+        )
+    return batch_size
+
+
+class ProcessBatches(keras.utils.PyDataset):
+    """One process's share of every global batch of `source`.
+
+    `source` is the full split built with the per-process batch b = B / P, so
+    global batch k is made of its batches kP .. kP+P-1 and process i loads batch
+    kP+i: together the processes train on exactly the batches of one process
+    with batch B, in the same order and with the same augmentation.
+
+    Training (`pad=False`) leaves out a last incomplete global batch: the
+    processes must feed slices of one shape, and padding would change the
+    batch-norm statistics. Validation (`pad=True`) counts every image once: a
+    short or missing slice is filled with copies of weight 0, and the real
+    images get the weight steps * B / N, which makes Keras' mean of per-batch
+    losses (whose batch sizes include the padding) the mean over the N images.
+    Validation batches are then (x, y, w), which `SegmentationMeanIoU` reads as
+    "count the pixels of weight > 0".
+
+    Args:
+        source: CelebAMaskHQ. The split, with `batch_size` = per-process batch.
+        num_processes: int. Processes of the job (P).
+        process_id: int. This process (i).
+        pad: bool. Validation (True) or training (False) batches.
+    """
+
+    def __init__(self, source, num_processes, process_id, pad):
+        super().__init__(
+            workers=source.workers,
+            use_multiprocessing=source.use_multiprocessing,
+            max_queue_size=source.max_queue_size,
+        )
+        self.source = source
+        self.num_processes = num_processes
+        self.process_id = process_id
+        self.pad = pad
+        global_batch = source.batch_size * num_processes
+        images = len(source.ids)
+        self.steps = math.ceil(images / global_batch) if pad else images // global_batch
+        if not self.steps:
+            raise ConfigError(
+                f"split '{source.split}' has {images} images, fewer than one global batch of "
+                f"{global_batch}; lower batch_size or use more images"
+            )
+        self.image_weight = self.steps * global_batch / images
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.steps:
+            raise IndexError(f"batch index {index} out of range 0..{self.steps - 1}")
+        batch = index * self.num_processes + self.process_id
+        if not self.pad:
+            return self.source[batch]
+        return self._padded(batch)
+
+    def _padded(self, batch):
+        real = batch < len(self.source)
+        images, targets, *weights = self.source[batch if real else len(self.source) - 1]
+        weights = weights[0] if weights else np.ones(targets.shape[:3], np.float32)
+        weights = weights * (self.image_weight if real else 0.0)
+        missing = self.source.batch_size - len(images)
+        if missing:  # copies of the first image, of weight 0
+            images = np.concatenate([images, np.repeat(images[:1], missing, axis=0)])
+            targets = np.concatenate([targets, np.repeat(targets[:1], missing, axis=0)])
+            weights = np.concatenate([weights, np.zeros((missing, *weights.shape[1:]))])
+        return images, targets, weights.astype(np.float32)
+
+    def batch(self, index, epoch):
+        """This process's slice of global training batch `index` of `epoch` (for
+        `TrainingStream`, which numbers epochs itself)."""
+        if not 0 <= index < self.steps:
+            raise IndexError(f"batch index {index} out of range 0..{self.steps - 1}")
+        return self.source.batch(index * self.num_processes + self.process_id, epoch)
+
+    def on_epoch_end(self):
+        self.source.on_epoch_end()
+
+    def set_epoch(self, epoch):
+        self.source.set_epoch(epoch)
+
+    # What the trainer and the run folder callback read from a dataset.
+    ids = property(lambda self: self.source.ids)
+    skip_bad_samples = property(lambda self: self.source.skip_bad_samples)
+    bad_samples = property(lambda self: self.source.bad_samples)
+
+
+def process_datasets(config, cluster):
+    """This process's training and validation batches (see ProcessBatches)."""
+    local_config = dataclasses.replace(config, batch_size=per_process_batch(config, cluster))
+    train_source, val_source = trainer.build_datasets(local_config)
+    return (
+        ProcessBatches(train_source, cluster.num_processes, cluster.process_id, pad=False),
+        ProcessBatches(val_source, cluster.num_processes, cluster.process_id, pad=True),
+    )
+
+
+def run_fingerprint(config):
+    """A number that differs when two configs would train differently (per-host keys aside)."""
+    shared = {k: v for k, v in config_lib.to_dict(config).items() if k not in PER_HOST_KEYS}
+    return zlib.crc32(json.dumps(shared, sort_keys=True).encode()) & 0x7FFFFFFF
+
+
+def check_same_run(cluster, config, state):
+    """Every process must train the same config from the same resume state."""
+    mine = np.array([run_fingerprint(config), state.epoch], np.int32)
+    fingerprints, epochs = allgather(mine).T
+    differ = [str(p) for p, value in enumerate(fingerprints) if value != fingerprints[0]]
+    if differ:
+        raise ConfigError(
+            f"process {', '.join(differ)} runs another config than process 0 (keys other "
+            f"than {', '.join(PER_HOST_KEYS)} must match); give every host the same command"
+        )
+    if len(set(epochs.tolist())) > 1:
+        raise ConfigError(
+            f"the processes see different resume states (epochs {epochs.tolist()}): run_dir "
+            "must be one folder that every host shares"
+        )
+
+
+@contextlib.contextmanager
+def outside_distribution():
+    """Work on this process's replica of the weights only.
+
+    Under the distribution, saving a model creates variables across every
+    process; process 0 saves alone, so it saves outside it.
+    """
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
+
+
+class OnThisProcess(keras.callbacks.Callback):
+    """Runs the run folder callback of process 0 outside the distribution."""
+
+    def __init__(self, callback):
+        super().__init__()
+        self.callback = callback
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.callback.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with outside_distribution():
+            self.callback.on_epoch_end(epoch, logs)
+
+    @property
+    def diverged_epoch(self):
+        return self.callback.diverged_epoch
+
+
+class DivergenceWatch(keras.callbacks.Callback):
+    """What the other processes keep of the run folder callback: the epoch whose loss
+    became NaN or infinite (the loss is the job's, so every process sees the same)."""
+
+    diverged_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.diverged_epoch = epoch + 1
+            self.model.stop_training = True
+
+
+def process_callbacks(config, cluster, state, datasets):
+    if not cluster.is_writer:
+        return [keras.callbacks.TerminateOnNaN(), DivergenceWatch()]
+    callbacks = trainer.build_callbacks(config, Path(config.run_dir), state, datasets)
+    return [
+        OnThisProcess(callback) if isinstance(callback, run_folder.RunFolderCallback) else callback
+        for callback in callbacks
+    ]
+
+
+def train(config):
+    """Run `config` as this host's process of a multi-host job; return the summary dict.
+
+    The same steps as `trainer.train`, with process 0 alone writing the run folder.
+    """
+    cluster = connect(config)
+    run_dir = Path(config.run_dir)
+    with cluster.together("preparing the run folder and the data"):
+        if cluster.is_writer:
+            run_folder.prepare_run_dir(config)
+            trainer.ensure_dataset(config)
+    with cluster.together("reading the run folder and the data"):
+        if not cluster.is_writer:
+            trainer.ensure_dataset(config)
+        state = run_folder.ResumeState(run_dir)
+        init_source = trainer.load_init_checkpoint(config, state)
+        train_data, val_data = process_datasets(config, cluster)
+    check_same_run(cluster, config, state)
+    keras.utils.set_random_seed(config.seed)
+    steps_per_epoch = config.steps_per_epoch or len(train_data)
+    print(f"{cluster}: {train_data.source.batch_size} images per step.", flush=True)
+    with trainer.run_environment(config):
+        model = trainer.build_model(config)
+        if init_source is not None:
+            trainer.initialise_from(model, init_source, config.init)
+        trainer.compile_model(model, config, steps_per_epoch, state.plan(config.epochs))
+        if state.resuming:
+            state.restore(model)
+            if cluster.is_writer:
+                with outside_distribution():
+                    run_folder.sync_run_folder(model, run_dir, state)
+            print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
+        if state.epoch >= config.epochs:
+            print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
+        else:
+            callbacks = process_callbacks(config, cluster, state, (train_data, val_data))
+            trainer.fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks)
+    with cluster.together("writing the summary"):
+        if cluster.is_writer:
+            run_folder.write_summary(run_dir, run_folder.ResumeState(run_dir))
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def run_and_leave(command, *args):
+    """Return `command(*args)`; a process of a multi-host job that fails exits at once.
+
+    At exit, JAX holds every process until all of them reach shutdown (up to 5
+    minutes). A failed process that leaves at once instead makes the others'
+    next collective fail, so the whole job stops within seconds on CPU.
+    """
+    try:
+        status = command(*args)
+    except BaseException:
+        if _joined is None:
+            raise
+        traceback.print_exc()
+        status = 1
+    if status and _joined is not None:
+        print(
+            f"{_joined} stopped; the others stop too. Once the error above is fixed, rerun the "
+            "same command on every host: training resumes after the last completed epoch.",
+            file=sys.stderr,
+        )
+        _leave(status)
+    return status
+
+
+def _leave(status):
+    for child in multiprocessing.active_children():  # data-loading workers
+        child.terminate()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
