@@ -1,13 +1,18 @@
-"""Samples per second of the CelebAMaskHQ PyDataset against a naive baseline loader.
+"""Samples per second of the training input pipeline against what the official scripts do.
 
-The baseline is what the official scripts and most public projects do: `g_mask.py`'s merge
-(`os.path.exists` + a full read of each part PNG into a float64 canvas) and a full 1024x1024
-JPEG decode, float conversion and bilinear resize (label: nearest). Both pipelines then apply
-the same augmentation, so the ratio measures loading alone. Every configuration runs in this
-one process, interleaved over the repeats, because the machine's cores are shared and noisy.
+Rows, all at one image size with augmentation on and the label cache warm:
+- baseline: the official `g_mask.py` merge (`os.path.exists` + `cv2.imread` of every part PNG
+  into a float64 canvas) and a plain `cv2.imread` + `cv2.resize` of the 1024x1024 JPEG (label:
+  nearest), no augmentation, in one thread (and in a pool of N threads);
+- ours, `dataset[i]` called in one thread (with and without the label cache);
+- ours, what `fit` reads: a `TrainingStream` (in-order worker threads building batches ahead)
+  asked for batches 0, 1, 2, ... as Keras asks, with 1, 2 and N worker threads (N = the cores
+  this process may use).
+Every row runs in this one process, interleaved over the repeats, and the best repeat is kept,
+because the machine's cores may be shared and noisy.
 
 Usage:
-    python benchmarks/bench_data.py [--num-images 96] [--sizes 256 512] [--workers 1 2]
+    python benchmarks/bench_data.py [--data-root DIR] [--num-images 64] [--sizes 512]
     python benchmarks/bench_data.py --smoke   # tiny, a few seconds (used by the tests)
 """
 
@@ -20,92 +25,97 @@ import time
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
-import keras
+import cv2
 import numpy as np
-from PIL import Image
 
 from faceparsing.classes import PART_NAMES
-from faceparsing.data import augment, layout, samples
+from faceparsing.data import layout, samples
 from faceparsing.data.dataset import CelebAMaskHQ
+from faceparsing.data.stream import TrainingStream
 from faceparsing.data.synthetic import make_demo_dataset
 
+# Per core means one thread a call for every row, the baseline's OpenCV calls included
+# (the package sets this too, when `faceparsing.images` is imported).
+cv2.setNumThreads(1)
+
 # ---------------------------------------------------------------------------
-# Baseline: the official merge and a naive decode, written as users write them.
+# Baseline: the official merge and a plain OpenCV decode, as the official scripts do.
 # ---------------------------------------------------------------------------
 
 
 def baseline_label(root, image_id):
-    """`g_mask.py`: exists + full read of every part into a float64 canvas."""
+    """`g_mask.py`: exists + `cv2.imread` of every part, channel 0, into a float64 canvas."""
     folder = os.path.join(root, layout.MASK_DIR, str(image_id // layout.IMAGES_PER_MASK_FOLDER))
     canvas = np.zeros((layout.MASK_SIZE, layout.MASK_SIZE))
     for class_id, part in enumerate(PART_NAMES, start=1):
         filename = os.path.join(folder, f"{image_id:05d}_{part}.png")
         if os.path.exists(filename):
-            mask = np.array(Image.open(filename))
-            if mask.ndim == 3:  # cv2.imread gives 3 channels; g_mask keeps channel 0
-                mask = mask[:, :, 0]
+            mask = cv2.imread(filename)[:, :, 0]
             canvas[mask != 0] = class_id
     return canvas
 
 
-def baseline_sample(root, image_id, size, augment_seed):
-    image = np.asarray(
-        Image.open(layout.image_path(root, image_id)).convert("RGB"), dtype=np.float32
+def baseline_sample(root, image_id, size):
+    image = cv2.imread(str(layout.image_path(root, image_id)))
+    image = cv2.cvtColor(cv2.resize(image, (size, size)), cv2.COLOR_BGR2RGB)
+    label = cv2.resize(
+        baseline_label(root, image_id), (size, size), interpolation=cv2.INTER_NEAREST
     )
-    channels = [
-        np.asarray(Image.fromarray(image[:, :, c], mode="F").resize((size, size), Image.BILINEAR))
-        for c in range(3)
-    ]
-    image = np.stack(channels, axis=-1)
-    label = Image.fromarray(baseline_label(root, image_id).astype(np.uint8))
-    label = np.asarray(label.resize((size, size), Image.NEAREST))
-    if augment_seed is not None:
-        rng = np.random.default_rng((augment_seed, image_id))
-        image, label = augment.augment_sample(np.clip(image, 0, 255).astype(np.uint8), label, rng)
-    return image.astype(np.float32), label.astype(np.int32)
+    return image, label.astype(np.uint8)
 
 
-def run_baseline(root, ids, size, workers, batch_size, augment_seed=0):
-    """Load every id in batches; a thread pool of `workers` loads the samples."""
-    batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
-
-    def load_batch(batch):
-        samples = [baseline_sample(root, image_id, size, augment_seed) for image_id in batch]
-        return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
-
-    if workers == 1:
-        for batch in batches:
-            load_batch(batch)
+def run_baseline(root, ids, size, threads):
+    """Load every id once; a pool of `threads` threads loads the samples."""
+    if threads == 1:
+        for image_id in ids:
+            baseline_sample(root, image_id, size)
         return
-    with ThreadPool(workers) as pool:
-        for _ in pool.imap(load_batch, batches):
+    with ThreadPool(threads) as pool:
+        for _ in pool.imap(lambda image_id: baseline_sample(root, image_id, size), ids):
             pass
 
 
 # ---------------------------------------------------------------------------
-# Ours: the PyDataset, iterated the way `model.fit` iterates it.
+# Ours: the dataset in one thread, and the TrainingStream that `fit` reads.
 # ---------------------------------------------------------------------------
 
 
-def run_dataset(root, size, workers, batch_size, cache_dir):
-    dataset = CelebAMaskHQ(
-        root, "all", batch_size=batch_size, image_size=size, augment=True, shuffle=False,
-        cache_dir=cache_dir, workers=workers,
+def make_dataset(root, size, batch_size, cache_dir):
+    return CelebAMaskHQ(
+        root, "all", batch_size=batch_size, image_size=size, augment=True, cache_dir=cache_dir,
+        drop_remainder=True,
     )  # fmt: skip
-    if workers == 1:
-        for index in range(len(dataset)):
-            dataset[index]
-        return
-    # Through Keras' own data adapter, as `fit` reads it (with workers > 1 a thread pool
-    # fills a queue), behind a model that only averages each image.
-    averaging_model(size).predict(dataset, verbose=0)
 
 
-@functools.cache
-def averaging_model(size):
-    """A model that costs next to nothing, built (and traced) once per image size."""
-    inputs = keras.Input((size, size, 3))
-    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+def run_dataset(dataset, num_batches):
+    """`dataset[i]` for `num_batches` batches (several passes if needed), in this thread."""
+    for index in range(num_batches):
+        dataset.batch(index % len(dataset), index // len(dataset))
+
+
+def run_stream(dataset, num_batches, workers):
+    """Batches 0, 1, 2, ... of a TrainingStream, as `fit` asks for them; returns the (wall,
+    CPU) seconds from the first request to the last batch (the threads' start is timed, their
+    shutdown is not)."""
+    stream = TrainingStream(dataset, steps_per_epoch=len(dataset), workers=workers)
+    try:
+        start = time.perf_counter(), time.process_time()
+        for index in range(num_batches):
+            stream[index]
+        return time.perf_counter() - start[0], time.process_time() - start[1]
+    finally:
+        stream.close()
+
+
+def timed(function, *args):
+    """A callable running `function(*args)` and returning its (wall, CPU) seconds."""
+
+    def run():
+        start = time.perf_counter(), time.process_time()
+        function(*args)
+        return time.perf_counter() - start[0], time.process_time() - start[1]
+
+    return run
 
 
 def warm_cache(root, cache_dir):
@@ -114,67 +124,91 @@ def warm_cache(root, cache_dir):
         cache.load(image_id)
 
 
+def available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 # ---------------------------------------------------------------------------
 # Measurement and report.
 # ---------------------------------------------------------------------------
 
 
-def configurations(root, ids, size, workers_list, batch_size, cache_dir):
-    """(name, workers, callable) for every row of one image size."""
-    rows = []
+def rows(root, ids, size, batch_size, cache_dir, workers_list, passes):
+    """(name, threads, callable returning (wall, CPU) seconds, samples loaded) for one size."""
+    cached = make_dataset(root, size, batch_size, cache_dir)
+    uncached = make_dataset(root, size, batch_size, None)
+    # Several passes, so that the batches a stream builds ahead of the last one weigh little.
+    num_batches = passes * len(cached)
+    loaded = num_batches * batch_size
+    table = [("baseline", 1, timed(run_baseline, root, ids, size, 1), len(ids))]
+    if max(workers_list) > 1:
+        threads = max(workers_list)
+        table.append(("baseline", threads, timed(run_baseline, root, ids, size, threads), len(ids)))
+    table += [
+        ("ours: dataset[i]", 1, timed(run_dataset, cached, num_batches), loaded),
+        ("ours: dataset[i], no label cache", 1, timed(run_dataset, uncached, len(cached)),
+         len(cached) * batch_size),
+    ]  # fmt: skip
     for workers in workers_list:
-        rows += [
-            ("baseline", workers, lambda w=workers: run_baseline(root, ids, size, w, batch_size)),
-            ("ours, no cache", workers,
-             lambda w=workers: run_dataset(root, size, w, batch_size, None)),
-            ("ours, label cache", workers,
-             lambda w=workers: run_dataset(root, size, w, batch_size, cache_dir)),
-        ]  # fmt: skip
-    return rows
+        stream = functools.partial(run_stream, cached, num_batches, workers)
+        table.append(("ours: TrainingStream", workers, stream, loaded))
+    return table
 
 
-def measure(rows, num_images, repeats):
-    """Interleave the rows over `repeats` passes; keep the best samples/s of each."""
+def measure(table, repeats):
+    """Interleave the rows over `repeats` passes; keep the best samples/s and samples per
+    CPU second of each."""
     best = {}
     for _ in range(repeats):
-        for name, workers, run in rows:
-            start = time.perf_counter()
-            run()
-            rate = num_images / (time.perf_counter() - start)
-            best[name, workers] = max(best.get((name, workers), 0.0), rate)
+        for name, threads, run, count in table:
+            wall, cpu = run()
+            previous = best.get((name, threads), (0.0, 0.0))
+            best[name, threads] = (max(previous[0], count / wall), max(previous[1], count / cpu))
     return best
 
 
-def print_table(size, rates, workers_list):
-    print(f"\n### image size {size}x{size} (augment on), samples/s, best of repeats")
-    print("| pipeline | " + " | ".join(f"{w} worker(s)" for w in workers_list) + " |")
-    print("|---|" + "---|" * len(workers_list))
-    names = ["baseline", "ours, no cache", "ours, label cache"]
-    for name in names:
-        cells = " | ".join(f"{rates[name, w]:.1f}" for w in workers_list)
-        print(f"| {name} | {cells} |")
-    for name in names[1:]:
-        cells = " | ".join(f"{rates[name, w] / rates['baseline', w]:.2f}x" for w in workers_list)
-        print(f"| ratio {name} / baseline | {cells} |")
-    for name in names:
-        first, last = workers_list[0], workers_list[-1]
-        if last != first:
-            print(f"scaling {name}: {last} vs {first} worker(s) = "
-                  f"{rates[name, last] / rates[name, first]:.2f}x")  # fmt: skip
+def print_table(size, rates, repeats):
+    baseline = rates["baseline", 1][0]
+    one_thread = rates["ours: dataset[i]", 1][0]
+    print(f"\n### {size}x{size}, augmentation on (ours), best of {repeats}")
+    print(
+        "| pipeline | threads | samples/s | per thread / baseline | / ours dataset[i] "
+        "| samples per CPU-s |"
+    )
+    print("|---|---|---|---|---|---|")
+    for (name, threads), (rate, cpu_rate) in rates.items():
+        print(
+            f"| {name} | {threads} | {rate:.1f} | {rate / threads / baseline:.2f}x "
+            f"| {rate / one_thread:.2f}x | {cpu_rate:.1f} |"
+        )
+    cpu_baseline = rates["baseline", 1][1]
+    cpu_ours = rates["ours: dataset[i]", 1][1]
+    print(
+        f"\nper CPU-second, ours dataset[i] / baseline = {cpu_ours / cpu_baseline:.2f}x "
+        "(CPU time is what a shared machine's load distorts least)"
+    )
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", help="dataset root; a synthetic set is written if empty")
-    parser.add_argument("--num-images", type=int, default=96)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512])
+    parser.add_argument(
+        "--workers", type=int, nargs="+", help="TrainingStream workers (default: 1, 2, cores)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=2, help="passes over the set per row")
     parser.add_argument("--smoke", action="store_true", help="tiny run for the tests")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.num_images, args.sizes, args.batch_size, args.repeats = 4, [64], 2, 1
+        args.num_images, args.sizes, args.batch_size, args.repeats, args.passes = 4, [64], 2, 1, 1
+    if not args.workers:
+        args.workers = sorted({1, 2, available_cores()})
     return args
 
 
@@ -188,11 +222,13 @@ def main(argv=None):
         ids = layout.split_ids(root, "all")
         cache_dir = Path(temp) / "label_cache"
         warm_cache(root, cache_dir)
-        print(f"{len(ids)} images, batch {args.batch_size}, {os.cpu_count()} CPU(s) visible")
+        print(
+            f"{len(ids)} images, batch {args.batch_size}, {available_cores()} core(s) usable, "
+            f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} thread(s) a call"
+        )
         for size in args.sizes:
-            rows = configurations(root, ids, size, args.workers, args.batch_size, cache_dir)
-            rates = measure(rows, len(ids), args.repeats)
-            print_table(size, rates, args.workers)
+            table = rows(root, ids, size, args.batch_size, cache_dir, args.workers, args.passes)
+            print_table(size, measure(table, args.repeats), args.repeats)
     return 0
 
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 
 SMOKE_RUNS = {
-    "bench_data.py": "| ratio ours, label cache / baseline |",
+    "bench_data.py": "| ours: TrainingStream | 2 |",
     "bench_model.py": "| ours (fast_atrous=True) |",
     "gpu_check.py": "| fraction of peak |",
 }

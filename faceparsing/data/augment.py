@@ -2,12 +2,16 @@
 
 Each sample draws from its own generator, seeded by the dataset with
 (seed, epoch, image_id), so results never depend on worker scheduling.
+Every step over the pixels is one OpenCV call (which releases the GIL, so
+worker threads run in parallel): one warp for the image and one for the label,
+with the flip folded into the warp's matrix, then one colour pass.
 """
 
+import cv2
 import numpy as np
-from PIL import Image, ImageEnhance, ImageStat
 
 from faceparsing.classes import FLIP_PERMUTATION
+from faceparsing.images import warp_affine
 
 SCALE_RANGE = (0.75, 1.25)
 MAX_ROTATION_DEGREES = 10.0
@@ -31,72 +35,69 @@ def augment_sample(image, label, rng):
 
     Geometry is one affine warp: bilinear for the image, nearest for the label
     (no invented ids); uncovered areas become black image and background label.
+    A flipped label's ids then go through `FLIP_PERMUTATION`.
 
     Args:
-        image: (S, S, 3) uint8 array.
-        label: (S, S) uint8 array.
+        image: (H, W, 3) uint8 array.
+        label: (H, W) uint8 array.
         rng: numpy Generator; seeding it per sample makes results independent
             of worker scheduling.
+
+    Returns:
+        The augmented (H, W, 3) uint8 image and (H, W) uint8 label.
     """
-    # Everything runs on PIL images: its C loops are several times faster
-    # than numpy's strided copies for flips and per-pixel tables.
-    image, label = Image.fromarray(image), Image.fromarray(label)
-    if rng.random() < 0.5:
-        image, label = _flip_images(image, label)
-    size = label.height
+    flip = rng.random() < 0.5
+    size = label.shape[:2]
     scale = rng.uniform(*SCALE_RANGE)
     angle = np.deg2rad(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES))
     # A zoomed-in face is cropped, a zoomed-out one padded, at a random place.
-    shift = rng.uniform(-1, 1, size=2) * abs(scale - 1) * size / 2
-    coefficients = _affine_coefficients(size, scale, angle, shift)
-    image = image.transform(
-        (size, size), Image.AFFINE, coefficients, resample=Image.BILINEAR, fillcolor=(0, 0, 0)
-    )
-    label = label.transform(
-        (size, size), Image.AFFINE, coefficients, resample=Image.NEAREST, fillcolor=0
-    )
-    image = _jitter_colour(image, rng)
-    return np.asarray(image), np.asarray(label)
+    shift = rng.uniform(-1, 1, size=2) * abs(scale - 1) * np.array(size[::-1]) / 2
+    matrix = sampling_matrix(size, scale, angle, shift, flip)
+    image = warp_affine(image, matrix, size)
+    label = warp_affine(label, matrix, size, nearest=True)
+    if flip:
+        label = cv2.LUT(label, _FLIP_TABLE)
+    return _jitter_colour(image, rng), label
 
 
-# `Image.point` table mapping each id of an "L" label image to its mirror id.
-_FLIP_TABLE = [int(i) for i in FLIP_PERMUTATION] + list(range(len(FLIP_PERMUTATION), 256))
+def sampling_matrix(size, scale, angle, shift, flip):
+    """(2, 3) matrix taking an output pixel to the input pixel it samples.
+
+    The output is the input mirrored (if `flip`), then rotated by `angle`
+    (radians) and scaled by `scale` about the centre, then moved by `shift`
+    = (dx, dy) pixels. Pixel centres sit at integer coordinates.
+    """
+    height, width = size
+    centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    cos, sin = np.cos(angle), np.sin(angle)
+    inverse = np.array([[cos, sin], [-sin, cos]]) / scale
+    if flip:
+        inverse[0] = -inverse[0]  # mirror the input's x about the centre
+    offset = centre - inverse @ (centre + shift)
+    return np.column_stack([inverse, offset])
 
 
-def _flip_images(image, label):
-    """`horizontal_flip` for a PIL image and its uint8 ("L") PIL label."""
-    mirror = Image.Transpose.FLIP_LEFT_RIGHT
-    return image.transpose(mirror), label.transpose(mirror).point(_FLIP_TABLE)
+# cv2.LUT table mapping each id of a uint8 label map to its mirror id.
+_FLIP_TABLE = np.arange(256, dtype=np.uint8)
+_FLIP_TABLE[: len(FLIP_PERMUTATION)] = FLIP_PERMUTATION
+
+# ITU-R 601-2 luma, the grey of Pillow's "L" mode and of cv2.COLOR_RGB2GRAY.
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def _jitter_colour(image, rng):
-    """`ImageEnhance` Brightness, Contrast and Color with factors in 1 +- COLOR_JITTER.
+    """Brightness, contrast and saturation factors in 1 +- COLOR_JITTER, applied in turn.
 
-    Brightness and contrast blend with a constant image, so they are per-value
-    tables, built by `Image.blend` itself on a ramp: the result is exactly
-    that of `ImageEnhance`, without two full-size blends.
+    As Pillow's `ImageEnhance`: brightness scales values, contrast blends with
+    the mean grey level, saturation blends each pixel with its own grey. All
+    three are affine maps of a pixel's colour, so their composition is one
+    3x4 colour matrix: one pass over the image, clipped to 0..255 at the end.
     """
-    factor = rng.uniform(1 - COLOR_JITTER, 1 + COLOR_JITTER)
-    image = image.point(_blend_table(0, factor) * len(image.getbands()))
-    factor = rng.uniform(1 - COLOR_JITTER, 1 + COLOR_JITTER)
-    mean = int(ImageStat.Stat(image.convert("L")).mean[0] + 0.5)  # as ImageEnhance.Contrast
-    image = image.point(_blend_table(mean, factor) * len(image.getbands()))
-    factor = rng.uniform(1 - COLOR_JITTER, 1 + COLOR_JITTER)
-    return ImageEnhance.Color(image).enhance(factor)
-
-
-_RAMP = Image.frombytes("L", (256, 1), bytes(range(256)))
-
-
-def _blend_table(constant, factor):
-    """`Image.blend(constant, value, factor)` for every uint8 value, as a list."""
-    return list(Image.blend(Image.new("L", (256, 1), constant), _RAMP, factor).getdata())
-
-
-def _affine_coefficients(size, scale, angle, shift):
-    # PIL maps each output pixel back to an input pixel: input = A @ output + b.
-    center = np.array([size / 2, size / 2])
-    cos, sin = np.cos(angle), np.sin(angle)
-    inverse = np.array([[cos, sin], [-sin, cos]]) / scale
-    offset = center - inverse @ (center + shift)
-    return (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    brightness, contrast, saturation = rng.uniform(1 - COLOR_JITTER, 1 + COLOR_JITTER, 3)
+    # Every 4th pixel each way estimates the mean grey level well enough.
+    sample = np.ascontiguousarray(image[::4, ::4])
+    mean = min(_LUMA @ cv2.mean(sample)[:3] * brightness, 255.0)
+    # Rows of `saturate` sum to 1 (so do the luma weights): it keeps greys grey.
+    saturate = saturation * np.eye(3) + (1 - saturation) * _LUMA[None, :]
+    matrix = np.column_stack([contrast * brightness * saturate, np.full(3, (1 - contrast) * mean)])
+    return cv2.transform(image, matrix)

@@ -10,6 +10,7 @@ Paths, sizes and the split rule only: no image decoding and no Keras, so the
 synthetic-face writer and the dataset checks share these facts cheaply.
 """
 
+import os
 from pathlib import Path
 
 from faceparsing.classes import PART_NAMES
@@ -49,16 +50,23 @@ def mask_folder(root, image_id):
 
 def part_path(root, image_id, part):
     """Return the path of one part mask (`part` is a name from `PART_NAMES`)."""
-    return mask_folder(root, image_id) / f"{image_id:05d}_{part}.png"
+    return mask_folder(root, image_id) / _part_name(image_id, part)
+
+
+def _part_name(image_id, part):
+    return f"{image_id:05d}_{part}.png"
 
 
 def existing_parts(root, image_id):
     """Return `[(class_id, path, stat), ...]` for the part files that exist, in merge order."""
+    # Called for every sample (the label cache's fingerprint): plain strings for the 18
+    # stat calls, a Path only for the files found; Python here holds the GIL.
+    folder = str(mask_folder(root, image_id))
     parts = []
     for class_id, part in enumerate(PART_NAMES, start=1):
-        path = part_path(root, image_id, part)
+        path = os.path.join(folder, _part_name(image_id, part))
         try:
-            parts.append((class_id, path, path.stat()))
+            parts.append((class_id, Path(path), os.stat(path)))
         except FileNotFoundError:
             continue  # an absent part is simply not visible in this image
     return parts

@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, PngImagePlugin
 
@@ -21,7 +22,14 @@ from faceparsing.data.layout import (
 )
 from faceparsing.errors import DatasetError, ImageNotFoundError, ImageReadError
 from faceparsing.files import atomic_path
-from faceparsing.images import open_image, read_rgb_resized, resize_nearest
+from faceparsing.images import (
+    decode,
+    open_image,
+    png_header,
+    read_file,
+    read_rgb_resized,
+    resize_nearest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,7 @@ logger = logging.getLogger(__name__)
 TARGETS = ("integer", "onehot")
 # Bumped whenever the cached label format changes, so old entries are re-merged.
 CACHE_VERSION = "1"
+_PNG_GREY = 0  # PNG colour type of the cache entries (8-bit grey)
 
 
 def load_image(root, image_id, size):
@@ -60,6 +69,7 @@ def read_mask(path):
 
     `g_mask.py` uses `cv2.imread` (3-channel BGR) and keeps channel 0, the blue
     channel; grey files give their only channel. Non-zero means foreground.
+    Pillow checks the header first (pixel limit, size, errors naming the file).
 
     Args:
         path: str or Path. A 512x512 PNG mask.
@@ -67,18 +77,16 @@ def read_mask(path):
     Returns:
         A (512, 512) uint8 array.
     """
-    with open_image(path, "mask") as mask:
+    data = read_file(path, "mask")
+    with open_image(path, "mask", data=data) as mask:
         if mask.size != (MASK_SIZE, MASK_SIZE):
             raise DatasetError(
                 f"mask {path} is {mask.size[0]}x{mask.size[1]}, expected {MASK_SIZE}x{MASK_SIZE}"
             )
-        if mask.mode in ("L", "1"):
-            channel = mask.convert("L")
-        elif mask.mode == "RGB":
-            channel = mask.getchannel("B")  # no conversion copy for the usual case
-        else:
-            channel = mask.convert("RGB").getchannel("B")
-        return np.asarray(channel)
+    pixels = decode(data, cv2.IMREAD_COLOR)
+    if pixels is None or pixels.shape[:2] != (MASK_SIZE, MASK_SIZE):
+        raise ImageReadError(f"cannot read mask {path}: not a readable image")
+    return cv2.extractChannel(pixels, 0)
 
 
 def merge_masks(root, image_id):
@@ -145,19 +153,30 @@ class LabelCache:
         return label
 
     def _read_entry(self, image_id, fingerprint):
+        # The PNG header is parsed here and the pixels decoded by OpenCV (GIL
+        # released): Pillow cannot decode without holding the GIL between chunks.
         path = self.entry_path(image_id)
         try:
-            with open_image(path, "label cache entry") as entry:
-                entry.load()
-                if entry.text.get("fingerprint") != fingerprint:
-                    return None
-                label = np.asarray(entry)
+            data = read_file(path, "label cache entry")
         except ImageNotFoundError:
             return None  # not cached yet
         except ImageReadError as error:
-            logger.warning("ignoring corrupt label cache entry: %s", error)
+            logger.warning("ignoring unreadable label cache entry: %s", error)
             return None
-        if label.shape != (MASK_SIZE, MASK_SIZE) or label.max() >= NUM_CLASSES:
+        header = png_header(data)
+        if header is None:
+            logger.warning("ignoring corrupt label cache entry %s: no PNG header", path)
+            return None
+        width, height, bit_depth, colour_type, texts = header
+        if (width, height, bit_depth, colour_type) != (MASK_SIZE, MASK_SIZE, 8, _PNG_GREY):
+            return None  # not one of ours: merged again and overwritten
+        if texts.get("fingerprint") != fingerprint:
+            return None
+        label = decode(data, cv2.IMREAD_UNCHANGED)
+        if label is None or label.shape != (MASK_SIZE, MASK_SIZE):
+            logger.warning("ignoring corrupt label cache entry %s: cannot decode it", path)
+            return None
+        if label.max() >= NUM_CLASSES:
             return None
         return label
 

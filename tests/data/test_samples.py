@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,3 +123,60 @@ def test_corrupt_cache_entry_is_not_served(tiny_root, tmp_path):
     # A readable file with a wrong label but a stale fingerprint is not served either.
     Image.fromarray(np.full((SIZE, SIZE), 7, np.uint8)).save(cache.entry_path(2))
     np.testing.assert_array_equal(cache.load(2), expected)
+
+
+def test_mask_reads_as_cv2_imread_channel_0(tmp_path):
+    path = layout.part_path(tmp_path, 0, "skin")
+    path.parent.mkdir(parents=True)
+    rgb = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+    np.testing.assert_array_equal(samples.read_mask(path), cv2.imread(str(path))[:, :, 0])
+
+
+def test_truncated_mask_names_the_file(tmp_path):
+    path = layout.part_path(tmp_path, 0, "skin")
+    save_mask(path, box(0, 0, 300, 300))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])  # header intact, image data cut
+    with pytest.raises(errors.ImageReadError, match=r"cannot read mask .*00000_skin\.png"):
+        samples.read_mask(path)
+
+
+def test_cached_label_is_served_without_merging(tiny_root, tmp_path, monkeypatch):
+    cache = samples.LabelCache(tiny_root, tmp_path / "cache")
+    expected = cache.load(3)
+    monkeypatch.setattr(samples, "merge_masks", pytest.fail)
+    label = cache.load(3)
+    np.testing.assert_array_equal(label, expected)
+    assert label.dtype == np.uint8 and label.flags.c_contiguous
+
+
+def _entry_with_fingerprint(cache, image_id, array):
+    """Overwrite an entry with `array`, keeping the fingerprint the entry had."""
+    fingerprint = Image.open(cache.entry_path(image_id)).text["fingerprint"]
+    cache._write_entry(image_id, array, fingerprint)
+
+
+@pytest.mark.parametrize(
+    "bad_entry",
+    [
+        np.full((256, 256), 1, np.uint8),  # wrong size
+        np.full((SIZE, SIZE), 19, np.uint8),  # an id that does not exist
+    ],
+)
+def test_wrong_cache_entry_is_merged_again(tiny_root, tmp_path, bad_entry):
+    cache = samples.LabelCache(tiny_root, tmp_path / "cache")
+    expected = cache.load(1)
+    _entry_with_fingerprint(cache, 1, bad_entry)
+    np.testing.assert_array_equal(cache.load(1), expected)
+    np.testing.assert_array_equal(cache.load(1), expected)  # and the entry was rewritten
+    assert Image.open(cache.entry_path(1)).size == (SIZE, SIZE)
+
+
+def test_truncated_cache_entry_is_merged_again(tiny_root, tmp_path, caplog):
+    cache = samples.LabelCache(tiny_root, tmp_path / "cache")
+    expected = cache.load(0)
+    path = cache.entry_path(0)
+    path.write_bytes(path.read_bytes()[:-40])  # fingerprint intact, image data cut
+    np.testing.assert_array_equal(cache.load(0), expected)
+    assert "corrupt label cache entry" in caplog.text
