@@ -65,7 +65,10 @@ def main(argv=None):
 def train_command(args, overrides):
     try:
         return cli.run_command(
-            run, args, overrides, exit_codes=[(trainer.TrainingDivergedError, 1)]
+            run,
+            args,
+            overrides,
+            exit_codes=[(trainer.TrainingDivergedError, 1), (multihost.PeerProcessError, 1)],
         )
     except KeyboardInterrupt:
         print(

@@ -49,6 +49,28 @@ class PeerProcessError(ConnectionError):
     """Another process of the job failed or cannot be reached."""
 
 
+# How a collective reports that another process went away (gloo on CPU, NCCL and
+# the coordination service on GPUs).
+PEER_FAILURE_MARKERS = ("Gloo", "Connection reset by peer", "Connection refused", "UNAVAILABLE",
+                        "DEADLINE_EXCEEDED", "heartbeat", "NCCL")  # fmt: skip
+
+
+@contextlib.contextmanager
+def peer_failures_reported(cluster):
+    """Turn a collective that failed because another process left into PeerProcessError."""
+    try:
+        yield
+    except PeerProcessError:
+        raise
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if not any(marker in str(error) for marker in PEER_FAILURE_MARKERS):
+            raise
+        raise PeerProcessError(
+            f"{cluster} lost another process of the job ({first_line[:200]})"
+        ) from error
+
+
 def requested(config, environ=os.environ):
     """True when Keras' launcher variables ask for a multi-host run of `config`.
 
@@ -395,7 +417,7 @@ def train(config):
     keras.utils.set_random_seed(config.seed)
     steps_per_epoch = config.steps_per_epoch or len(train_data)
     print(f"{cluster}: {train_data.source.batch_size} images per step.", flush=True)
-    with trainer.run_environment(config):
+    with peer_failures_reported(cluster), trainer.run_environment(config):
         model = trainer.build_model(config)
         if init_source is not None:
             trainer.initialise_from(model, init_source, config.init)
