@@ -105,7 +105,7 @@ def test_metric_does_not_count_pixels_of_weight_zero():
     padded, plain = metrics.SegmentationMeanIoU(), metrics.SegmentationMeanIoU()
     padded.update_state(padded_labels, padded_logits, sample_weight=weights)
     plain.update_state(labels, logits)
-    np.testing.assert_array_equal(padded.confusion.numpy(), plain.confusion.numpy())
+    np.testing.assert_array_equal(padded.confusion_matrix(), plain.confusion_matrix())
     assert float(padded.result()) == float(plain.result())
 
 
