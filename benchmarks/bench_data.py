@@ -17,6 +17,7 @@ Usage:
 """
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -28,8 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from faceparsing import images
 from faceparsing.classes import PART_NAMES
-from faceparsing.data import layout, samples
+from faceparsing.data import augment, layout, samples
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.stream import TrainingStream
 from faceparsing.data.synthetic import make_demo_dataset
@@ -192,6 +194,64 @@ def print_table(size, rates, repeats):
     )
 
 
+# ---------------------------------------------------------------------------
+# How much of a sample's CPU time runs with the GIL released (measurable under load).
+# ---------------------------------------------------------------------------
+
+
+class _TimedOpenCV:
+    """Stands for the `cv2` module, adding the thread CPU time of every call to `seconds`."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __getattr__(self, name):
+        value = getattr(cv2, name)
+        if not (callable(value) and name[0].islower()):
+            return value
+
+        def timed(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                self.seconds += time.thread_time() - start
+
+        return timed
+
+
+@contextlib.contextmanager
+def timed_opencv():
+    """Route the data modules' OpenCV calls through one `_TimedOpenCV` while inside."""
+    proxy, modules = _TimedOpenCV(), (images, augment, samples)
+    for module in modules:
+        module.cv2 = proxy
+    try:
+        yield proxy
+    finally:
+        for module in modules:
+            module.cv2 = cv2
+
+
+def opencv_share(dataset, num_batches):
+    """(CPU seconds a sample, share of it inside OpenCV calls), one thread."""
+    with timed_opencv() as proxy:
+        start = time.thread_time()
+        run_dataset(dataset, num_batches)
+        total = time.thread_time() - start
+    return total / (num_batches * dataset.batch_size), proxy.seconds / total
+
+
+def print_opencv_share(dataset, num_batches):
+    seconds, share = opencv_share(dataset, num_batches)
+    bound = 1 / ((1 - share) + share / 2)
+    print(
+        f"one thread, `dataset[i]`: {1e3 * seconds:.2f} ms of CPU a sample, {100 * share:.0f}% "
+        f"of it inside OpenCV calls (GIL released); if all the rest held the GIL, 2 threads "
+        f"could make at most {bound:.2f}x one thread"
+    )
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", help="dataset root; a synthetic set is written if empty")
@@ -229,6 +289,8 @@ def main(argv=None):
         for size in args.sizes:
             table = rows(root, ids, size, args.batch_size, cache_dir, args.workers, args.passes)
             print_table(size, measure(table, args.repeats), args.repeats)
+            dataset = make_dataset(root, size, args.batch_size, cache_dir)
+            print_opencv_share(dataset, args.passes * len(dataset))
     return 0
 
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 
 SMOKE_RUNS = {
-    "bench_data.py": "| ours: TrainingStream | 2 |",
+    "bench_data.py": "of it inside OpenCV calls (GIL released)",
     "bench_model.py": "| ours (fast_atrous=True) |",
     "gpu_check.py": "| train.py pipeline,",
 }
