@@ -5,7 +5,7 @@ from it: per-class IoU and F1 (pixels pooled over the split), mIoU over the 19
 classes, mean F1 over the 18 foreground classes and pixel accuracy. Classes
 absent from both ground truth and prediction are excluded from the means.
 Training's `SegmentationMeanIoU` accumulates the same matrix, exactly, and
-the run folder's `val_miou` is `mean_iou` of it.
+the run folder's `val_miou` is `scores_from_confusion` of it.
 """
 
 import keras
@@ -75,11 +75,6 @@ def scores_from_confusion(confusion, class_names=CLASS_NAMES, background_index=0
     }
 
 
-def mean_iou(confusion):
-    """mIoU of a confusion matrix exactly as `scores_from_confusion` defines it."""
-    return scores_from_confusion(confusion)["miou"]
-
-
 @keras.saving.register_keras_serializable(package="faceparsing")
 class SegmentationMeanIoU(keras.metrics.Metric):
     """Unweighted mean IoU from logits, for training and validation in `fit`.
@@ -89,8 +84,9 @@ class SegmentationMeanIoU(keras.metrics.Metric):
     adds a `segment_sum` of `label * C + prediction` (static shapes, so XLA and
     JAX's jit accept it), and counts are kept as `high * 2**30 + low` in two
     int32 matrices, exact far past 2**31 pixels per cell. `confusion_matrix()`
-    returns them as int64; the run folder's `val_miou` is `mean_iou` of that
-    matrix, the function `evaluate.py` uses. `result()` (what the progress bar
+    returns them as int64; the run folder's `val_miou` is the `miou` that
+    `scores_from_confusion`, the function `evaluate.py` uses, gives for that
+    matrix. `result()` (what the progress bar
     shows) computes the same formula in float32: classes absent from both
     ground truth and prediction are left out, NaN when nothing was counted.
 
