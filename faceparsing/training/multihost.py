@@ -264,12 +264,11 @@ class ProcessBatches(keras.utils.PyDataset):
         return self.steps
 
     def __getitem__(self, index):
+        if not self.pad:
+            return self.batch(index, self.source.epoch)
         if not 0 <= index < self.steps:
             raise IndexError(f"batch index {index} out of range 0..{self.steps - 1}")
-        batch = index * self.num_processes + self.process_id
-        if not self.pad:
-            return self.source[batch]
-        return self._padded(batch)
+        return self._padded(index * self.num_processes + self.process_id)
 
     def _padded(self, batch):
         real = batch < len(self.source)
@@ -292,9 +291,6 @@ class ProcessBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.source.on_epoch_end()
-
-    def set_epoch(self, epoch):
-        self.source.set_epoch(epoch)
 
     # What the trainer and the run folder callback read from a dataset.
     ids = property(lambda self: self.source.ids)

@@ -91,12 +91,9 @@ def test_processes_together_train_on_the_single_process_batches(demo_root):
     shares = _shares(demo_root, ids, pad=False, shuffle=True, seed=3)
     assert [len(share) for share in shares] == [2, 2]  # the incomplete third batch is left out
     for epoch in (0, 5):
-        single.set_epoch(epoch)
-        for share in shares:
-            share.set_epoch(epoch)
-        for step in range(2):
-            images, labels = single[step]
-            parts = [share[step] for share in shares]
+        for step in range(2):  # `batch(step, epoch)` is what training's stream reads
+            images, labels = single.batch(step, epoch)
+            parts = [share.batch(step, epoch) for share in shares]
             np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
             np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels)
 
