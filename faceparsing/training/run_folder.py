@@ -100,11 +100,12 @@ class ResumeState:
         without a jump. A state written before segments were recorded counts
         as planned for `epochs`.
         """
-        segments = [list(segment) for segment in (self.lr_segments or [[0, epochs]])]
-        if not self.resuming:
+        if not self.resuming or not self.lr_segments:
             segments = [[0, epochs]]
-        elif segments[-1][1] != epochs and self.epoch < epochs:
-            segments.append([self.epoch, epochs])
+        else:
+            segments = [list(segment) for segment in self.lr_segments]
+            if segments[-1][1] != epochs and self.epoch < epochs:
+                segments.append([self.epoch, epochs])
         self.lr_segments = segments
         return segments
 
