@@ -18,7 +18,8 @@ from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import SPLITS, split_ids
-from faceparsing.data.samples import merge_masks
+from faceparsing.data.packed import check_release_labels
+from faceparsing.data.samples import load_label
 from faceparsing.errors import DatasetError
 from faceparsing.inference import evaluation
 from faceparsing.inference.predict import TTA_MODES
@@ -75,10 +76,11 @@ def split_dataset(settings, split, max_images):
 def run(args):
     settings = run_settings(args)
     model = load_checkpoint(args.checkpoint)
+    check_release_labels(settings["data_root"])
     dataset = split_dataset(settings, args.split, args.max_images)
     out_dir = settings["out"]
     confusion, num_images, seconds = evaluation.evaluate(
-        model, dataset, lambda image_id: merge_masks(settings["data_root"], image_id),
+        model, dataset, lambda image_id: load_label(settings["data_root"], image_id),
         tta=args.tta, prediction_dir=out_dir / "predictions" if args.save_predictions else None,
     )  # fmt: skip
     report = evaluation.build_report(confusion, args.checkpoint, args.split, num_images, args.tta)

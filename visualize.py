@@ -22,7 +22,8 @@ import numpy as np
 from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.data.layout import MASK_SIZE, SPLITS, split_ids
-from faceparsing.data.samples import load_image, merge_masks
+from faceparsing.data.packed import check_release_labels
+from faceparsing.data.samples import load_image, load_label
 from faceparsing.errors import ConfigError, DatasetError, ImageReadError
 from faceparsing.files import atomic_write_text
 from faceparsing.images import read_rgb, save_png
@@ -185,6 +186,7 @@ def write_json(path, record):
 
 def visualize_dataset(model, data_root, split, num, seed, size, out_dir):
     """Panels photo | truth | prediction | errors for `num` samples, plus grid.png."""
+    check_release_labels(data_root)
     ids = split_ids(data_root, split)
     if not ids:
         raise DatasetError(f"split '{split}' of {data_root} has no images")
@@ -193,7 +195,7 @@ def visualize_dataset(model, data_root, split, num, seed, size, out_dir):
     )
     panels = []
     for image_id in chosen:
-        truth = merge_masks(data_root, image_id)
+        truth = load_label(data_root, image_id)
         prediction = predict_dataset_labels(model, data_root, [image_id], size, MASK_SIZE)[0]
         photo = load_image(data_root, image_id, MASK_SIZE)
         panels.append(overlay.dataset_panel(photo, truth, prediction))

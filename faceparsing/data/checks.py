@@ -6,6 +6,7 @@ before every training, so a broken download fails in seconds, not mid-epoch.
 
 from pathlib import Path
 
+from faceparsing.data import packed
 from faceparsing.data.layout import (
     IMAGE_DIR,
     IMAGE_SIZE,
@@ -75,13 +76,18 @@ def check_dataset(root, split="all", progress=True):
     """Scan a dataset and return every problem found, each naming its file.
 
     Args:
-        root: str or Path. Dataset root in the release layout.
+        root: str or Path. Dataset root in the release layout, or a packed folder.
         split: str. Which official split to scan. Defaults to "all".
         progress: bool. Show a tqdm progress bar. Defaults to True.
 
     Returns:
         A list of problem strings (empty when the dataset is sound).
     """
+    if packed.is_packed(root):  # every shard's size and checksum against the manifest
+        try:
+            return packed.open_pack(root).verify()
+        except DatasetError as error:
+            return [str(error)]
     problems = layout_problems(root)
     if not (Path(root) / MAPPING_FILE).is_file():
         return problems
@@ -107,6 +113,9 @@ def validate_split(root, ids, max_listed=5):
     Raises:
         DatasetError: one line listing the first `max_listed` problems and their count.
     """
+    if packed.is_packed(root):  # the manifest lists the ids; sizes of their shards are checked
+        packed.open_pack(root).check_ids(ids)
+        return
     problems = layout_problems(root)
     for image_id in ids if not problems else ():
         problems += _header_problems(root, image_id)

@@ -127,7 +127,7 @@ def split_ids(root, split):
     """Return the sorted image ids of one official split.
 
     Args:
-        root: str or Path. The dataset root (holding the mapping file).
+        root: str or Path. The dataset root (holding the mapping file) or a packed folder.
         split: str. One of "train", "val", "test", "all".
 
     Returns:
@@ -135,6 +135,10 @@ def split_ids(root, split):
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    from faceparsing.data import packed  # imports this module
+
+    if packed.is_packed(root):
+        return packed.open_pack(root).split_ids(split)
     mapping = read_mapping(root)
     return sorted(
         image_id

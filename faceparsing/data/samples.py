@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from faceparsing.classes import NUM_CLASSES
+from faceparsing.data import packed
 from faceparsing.data.layout import (
     MASK_SIZE,
     existing_parts,
@@ -46,6 +47,8 @@ def load_image(root, image_id, size):
     Raises:
         DatasetError: the file is missing, unreadable or over the pixel limit.
     """
+    if packed.is_packed(root):
+        return packed.open_pack(root).load_sample(image_id, size)[0]
     return read_rgb_resized(image_path(root, image_id), size)
 
 
@@ -190,5 +193,8 @@ class LabelCache:
 
 
 def load_label(root, image_id, label_cache=None):
-    """The 512x512 label map of `image_id`, from `label_cache` when one is given."""
+    """The 512x512 label map of `image_id`, from `label_cache` when one is given
+    (from a packed folder: the stored map, at the packed size)."""
+    if packed.is_packed(root):
+        return packed.open_pack(root).load_label(image_id)
     return label_cache.load(image_id) if label_cache else merge_masks(root, image_id)

@@ -1,0 +1,223 @@
+"""Worker processes for the CPU-bound data work, started light and never forked.
+
+Threads stop scaling where Python holds the GIL (about a fifth of a sample's
+CPU time), so batches can also be built in separate processes. A process is
+started fresh (`python -m faceparsing.data.workers`, never `fork`: a fork of a
+process that runs JAX or TensorFlow threads can deadlock) and imports only what
+its task needs: NumPy, OpenCV and the data modules, no Keras, TensorFlow or JAX.
+It also never re-runs the parent's main script (what `multiprocessing`'s spawn
+does), so a `train.py` parent does not make each worker import Keras.
+
+A worker receives a pickled *task* (any callable) once, then requests; it
+returns `task(request)` for each, or the exception it raised. Results travel
+pickled (protocol 5) over the worker's stdout pipe.
+
+```python
+with ProcessPool(task, num_workers=2) as pool:
+    futures = [pool.submit(request) for request in requests]
+    results = [future.result() for future in futures]
+```
+"""
+
+import concurrent.futures
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+
+from faceparsing.errors import UserError
+
+# How batches are built: "auto" picks processes for a packed folder with two or
+# more workers (measured faster: benchmarks/RESULTS.md), threads otherwise.
+WORKER_TYPES = ("auto", "threads", "processes")
+
+
+def choose_worker_type(worker_type, workers, dataset):
+    """ "threads" or "processes" for the config's `worker_type` and this dataset.
+
+    Processes need the dataset's `batch_maker()` (a `CelebAMaskHQ`; the
+    multi-host wrapper uses threads). "auto" leaves a release folder on threads,
+    where the label cache's file checks and the 1024x1024 decodes keep the
+    measured behaviour of the demo, and uses processes for packed data.
+    """
+    if worker_type not in WORKER_TYPES:
+        raise ValueError(f"worker_type must be one of {WORKER_TYPES}, got {worker_type!r}")
+    has_maker = hasattr(dataset, "batch_maker")
+    if worker_type == "processes" and not has_maker:
+        raise UserError(
+            f"worker_type processes: {type(dataset).__name__} cannot build batches in worker "
+            "processes; use worker_type threads"
+        )
+    if worker_type == "auto":
+        packed = getattr(dataset, "is_packed", False)
+        return "processes" if packed and has_maker and workers >= 2 else "threads"
+    return worker_type
+
+
+class WorkerError(RuntimeError):
+    """A worker process died or could not be started."""
+
+
+class ProcessPool:
+    """A fixed set of worker processes serving one task, fed in submission order.
+
+    Args:
+        task: callable, picklable. Called in a worker as `task(request)`.
+        num_workers: int. Worker processes.
+        name: str. Names the feeding threads (for debuggers and logs).
+    """
+
+    def __init__(self, task, num_workers, name="faceparsing-worker"):
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be positive, got {num_workers}")
+        task_bytes = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+        self._requests = queue.Queue()
+        self._processes = [_start_worker(task_bytes) for _ in range(num_workers)]
+        self._threads = [
+            threading.Thread(target=self._feed, args=(process,), name=f"{name}-{i}", daemon=True)
+            for i, process in enumerate(self._processes)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def pids(self):
+        return [process.pid for process in self._processes]
+
+    def submit(self, request):
+        """A `concurrent.futures.Future` of `task(request)` (it may be cancelled while queued)."""
+        future = concurrent.futures.Future()
+        self._requests.put((future, request))
+        return future
+
+    def map(self, requests, window=None):
+        """`task(request)` for each request, in order, at most `window` in flight."""
+        window = window or 4 * len(self._processes)
+        pending = []
+        for request in requests:
+            pending.append(self.submit(request))
+            if len(pending) >= window:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+    def close(self):
+        """Stop the workers; requests still queued are cancelled."""
+        while True:
+            try:
+                future, _ = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            future.cancel()
+        for _ in self._threads:
+            self._requests.put(None)
+        for thread in self._threads:
+            thread.join()
+        for process in self._processes:
+            process.stdin.close()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+
+    def shutdown(self, wait=True, cancel_futures=True):
+        """`close()`, with `concurrent.futures.Executor.shutdown`'s signature."""
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _feed(self, process):
+        # One thread per worker: it blocks on the pipe (GIL released) while
+        # the worker builds, so the parent's Python time stays small.
+        broken = None
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            future, request = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            if broken is None:
+                try:
+                    ok, value = _call(process, request)
+                except (EOFError, OSError, pickle.UnpicklingError) as error:
+                    broken = WorkerError(
+                        f"data worker process {process.pid} stopped ({error!r}, exit status "
+                        f"{process.poll()}); its error is printed above"
+                    )
+            if broken is not None:
+                future.set_exception(broken)
+            elif ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+def _start_worker(task_bytes):
+    # The worker imports the same code as this process (a worktree, an editable install).
+    paths = [path for path in sys.path if path]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faceparsing.data.workers"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=environment,
+    )
+    process.stdin.write(task_bytes)
+    process.stdin.flush()
+    return process
+
+
+def _call(process, request):
+    pickle.dump(request, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+    process.stdin.flush()
+    return pickle.load(process.stdout)
+
+
+def _portable(error):
+    # Project errors keep their type (a UserError still prints as one line);
+    # anything that cannot be pickled becomes a RuntimeError with its text.
+    try:
+        pickle.dumps(error)
+        return error
+    except Exception:
+        kind = UserError if isinstance(error, UserError) else RuntimeError
+        return kind(f"{type(error).__name__}: {error}")
+
+
+def serve(requests, replies):
+    """The worker's loop: read the task, then answer requests until the pipe closes."""
+    task = pickle.load(requests)
+    while True:
+        try:
+            request = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            reply = (True, task(request))
+        except Exception as error:
+            reply = (False, _portable(error))
+        pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
+        replies.flush()
+
+
+def _main():
+    # Replies own the real stdout; anything the task prints goes to stderr.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        serve(sys.stdin.buffer, replies)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    _main()
