@@ -219,13 +219,13 @@ class Pack:
             raise DatasetError(
                 f"image {image_id} is not in the packed folder {self.root}"
             ) from None
+        reader = self._reader(file)
         try:
-            record = self._reader(file).read([position])[0]
-        except DatasetError:
-            raise
+            record = reader.read([position])[0]
         except Exception as error:  # array_record raises plain RuntimeErrors
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise DatasetError(
-                f"cannot read sample {image_id} from packed shard {self.root / file}: {error}"
+                f"cannot read sample {image_id} from packed shard {self.root / file}: {reason}"
             ) from None
         stored_id, jpeg, png = decode_record(record, self.root / file)
         if stored_id != image_id:
@@ -236,13 +236,13 @@ class Pack:
         readers = self._local.__dict__.setdefault("readers", {})
         reader = readers.get(file)
         if reader is None:
-            from array_record.python.array_record_module import ArrayRecordReader
-
             path = self.root / file
             if not path.is_file():
                 raise DatasetError(f"packed shard {path} is missing (pack it again)")
             # Random access: no read-ahead of the following records.
-            reader = readers[file] = ArrayRecordReader(str(path), "readahead_buffer_size:0")
+            reader = readers[file] = array_record().ArrayRecordReader(
+                str(path), "readahead_buffer_size:0"
+            )
         return reader
 
 
@@ -259,6 +259,17 @@ def check_release_labels(root):
             f"{root} is packed at {open_pack(root).image_size}, but scoring needs the release's "
             f"{MASK_SIZE}x{MASK_SIZE} labels: pack with --image_size {MASK_SIZE}"
         )
+
+
+def array_record():
+    """The `array_record` module, or a one-line error saying how to install it."""
+    try:
+        from array_record.python import array_record_module
+    except ImportError:
+        raise ConfigError(
+            "packed folders need the array-record package: pip install 'faceparsing-deeplab[packed]'"
+        ) from None
+    return array_record_module
 
 
 def read_manifest(root):
@@ -413,13 +424,11 @@ def _write_shards(root, out, plan, shards, workers, progress):
 
 
 def _write_shard(path, records, bar):
-    from array_record.python.array_record_module import ArrayRecordWriter
-
     # Written under a temporary name and renamed once closed and flushed: a
     # shard file that exists is complete, whenever the pack was killed.
     with atomic_path(path) as temp_path:
         # group_size 1: every record is its own chunk, so reading one decodes only it.
-        writer = ArrayRecordWriter(str(temp_path), "group_size:1")
+        writer = array_record().ArrayRecordWriter(str(temp_path), "group_size:1")
         try:
             for record in records:
                 writer.write(record)

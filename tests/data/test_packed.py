@@ -63,7 +63,7 @@ def test_packed_augmentation_is_the_release_augmentation_on_the_packed_image(pac
     again = _dataset(pack_root, augment=True, seed=3)
     plain = _dataset(pack_root)
     x, y = augmented.batch(0, epoch=1)
-    assert all(np.array_equal(a, b) for a, b in zip((x, y), again.batch(0, epoch=1)))
+    assert all(np.array_equal(a, b) for a, b in zip((x, y), again.batch(0, epoch=1), strict=True))
     assert not np.array_equal(x, plain.batch(0, epoch=1)[0])
 
 
