@@ -86,6 +86,19 @@ class ProcessPool:
     def pids(self):
         return [process.pid for process in self._processes]
 
+    def cpu_seconds(self):
+        """CPU seconds the live workers have used so far (Linux; NaN elsewhere)."""
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        total = 0.0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                return float("nan")
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return total
+
     def submit(self, request):
         """A `concurrent.futures.Future` of `task(request)` (it may be cancelled while queued)."""
         future = concurrent.futures.Future()
