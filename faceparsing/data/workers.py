@@ -9,8 +9,11 @@ It also never re-runs the parent's main script (what `multiprocessing`'s spawn
 does), so a `train.py` parent does not make each worker import Keras.
 
 A worker receives a pickled *task* (any callable) once, then requests; it
-returns `task(request)` for each, or the exception it raised. Results travel
-pickled (protocol 5) over the worker's stdout pipe.
+returns `task(request)` for each, or the exception it raised. Replies travel
+pickled over the worker's stdout pipe, except large arrays: those are written
+to one file in shared memory (`/dev/shm`) that the parent maps and deletes, so
+the parent spends no CPU copying a batch through the pipe (measured: ~19 ms of
+the parent's CPU for a 16 MB batch through the pipe).
 
 ```python
 with ProcessPool(task, num_workers=2) as pool:
@@ -20,12 +23,18 @@ with ProcessPool(task, num_workers=2) as pool:
 """
 
 import concurrent.futures
+import itertools
+import mmap
 import os
 import pickle
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+
+import numpy as np
 
 from faceparsing.errors import UserError
 
@@ -74,7 +83,8 @@ class ProcessPool:
             raise ValueError(f"num_workers must be positive, got {num_workers}")
         task_bytes = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
         self._requests = queue.Queue()
-        self._processes = [_start_worker(task_bytes) for _ in range(num_workers)]
+        self._shared_dir = _shared_memory_dir()
+        self._processes = [_start_worker(task_bytes, self._shared_dir) for _ in range(num_workers)]
         self._threads = [
             threading.Thread(target=self._feed, args=(process,), name=f"{name}-{i}", daemon=True)
             for i, process in enumerate(self._processes)
@@ -136,6 +146,8 @@ class ProcessPool:
                 process.kill()
                 process.wait()
             process.stdout.close()
+        if self._shared_dir:
+            shutil.rmtree(self._shared_dir, ignore_errors=True)
 
     def shutdown(self, wait=True, cancel_futures=True):
         """`close()`, with `concurrent.futures.Executor.shutdown`'s signature."""
@@ -161,7 +173,7 @@ class ProcessPool:
             if broken is None:
                 try:
                     ok, value = _call(process, request)
-                except (EOFError, OSError, pickle.UnpicklingError) as error:
+                except Exception as error:  # the pipe is out of step: no more requests
                     broken = WorkerError(
                         f"data worker process {process.pid} stopped ({error!r}, exit status "
                         f"{process.poll()}); its error is printed above"
@@ -174,10 +186,18 @@ class ProcessPool:
                 future.set_exception(value)
 
 
-def _start_worker(task_bytes):
+def _shared_memory_dir():
+    """A private folder in shared memory for this pool's replies, or None (then the pipe)."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        return None
+    return tempfile.mkdtemp(prefix="faceparsing-workers-", dir="/dev/shm")
+
+
+def _start_worker(task_bytes, shared_dir):
     # The worker imports the same code as this process (a worktree, an editable install).
     paths = [path for path in sys.path if path]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    environment[_SHARED_DIR_VARIABLE] = shared_dir or ""
     process = subprocess.Popen(
         [sys.executable, "-m", "faceparsing.data.workers"],
         stdin=subprocess.PIPE,
@@ -192,7 +212,74 @@ def _start_worker(task_bytes):
 def _call(process, request):
     pickle.dump(request, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
     process.stdin.flush()
-    return pickle.load(process.stdout)
+    ok, value = pickle.load(process.stdout)
+    return ok, _unshare(value) if isinstance(value, _Shared) else value
+
+
+_SHARED_DIR_VARIABLE = "FACEPARSING_WORKER_SHARED_DIR"
+_SHARE_MIN_BYTES = 1 << 16  # smaller arrays go through the pipe
+_ALIGN = 64
+
+
+class _Shared:
+    """A reply whose large arrays lie in one shared-memory file: `shell` holds
+    `_ArrayRef`s where they were; `specs` gives each one's (dtype, shape, offset)."""
+
+    def __init__(self, path, specs, shell):
+        self.path, self.specs, self.shell = path, specs, shell
+
+
+class _ArrayRef:
+    def __init__(self, index):
+        self.index = index
+
+
+def _share(value, directory, name):
+    """Worker side: `value` with its large arrays written to `directory/name` (if any)."""
+    arrays = []
+
+    def replace(item):
+        if isinstance(item, np.ndarray) and item.nbytes >= _SHARE_MIN_BYTES:
+            arrays.append(np.ascontiguousarray(item))
+            return _ArrayRef(len(arrays) - 1)
+        if isinstance(item, (tuple, list)):
+            return type(item)(replace(part) for part in item)
+        return item
+
+    shell = replace(value)
+    if not arrays:
+        return value
+    path, specs, offset = os.path.join(directory, name), [], 0
+    with open(path, "wb") as file:
+        for array in arrays:
+            file.write(bytes(-offset % _ALIGN))
+            offset += -offset % _ALIGN
+            specs.append((array.dtype.str, array.shape, offset))
+            file.write(memoryview(array).cast("B"))
+            offset += array.nbytes
+    return _Shared(path, specs, shell)
+
+
+def _unshare(shared):
+    """Parent side: the reply with its arrays mapped from the file, which is deleted."""
+    with open(shared.path, "rb") as file:
+        # Private, writable pages: the arrays behave as ordinary ones; the file's
+        # memory is freed once they are gone.
+        memory = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+    os.unlink(shared.path)
+    arrays = [
+        np.frombuffer(memory, np.dtype(dtype), int(np.prod(shape)), offset).reshape(shape)
+        for dtype, shape, offset in shared.specs
+    ]
+
+    def restore(item):
+        if isinstance(item, _ArrayRef):
+            return arrays[item.index]
+        if isinstance(item, (tuple, list)):
+            return type(item)(restore(part) for part in item)
+        return item
+
+    return restore(shared.shell)
 
 
 def _portable(error):
@@ -209,13 +296,16 @@ def _portable(error):
 def serve(requests, replies):
     """The worker's loop: read the task, then answer requests until the pipe closes."""
     task = pickle.load(requests)
-    while True:
+    shared_dir = os.environ.get(_SHARED_DIR_VARIABLE)
+    for count in itertools.count():
         try:
             request = pickle.load(requests)
         except EOFError:
             return
         try:
             reply = (True, task(request))
+            if shared_dir:
+                reply = (True, _share(reply[1], shared_dir, f"{os.getpid()}-{count}"))
         except Exception as error:
             reply = (False, _portable(error))
         pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
@@ -233,4 +323,8 @@ def _main():
 
 
 if __name__ == "__main__":
-    _main()
+    # Run the imported module, not this `__main__` copy, so replies pickle as
+    # `faceparsing.data.workers` objects that the parent can load.
+    from faceparsing.data import workers
+
+    workers._main()
