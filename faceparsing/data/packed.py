@@ -3,9 +3,9 @@
 `python data_generator.py pack --data_root R --out P` decodes every image of
 the release once, resizes it to the packed size as the dataset would, and
 stores it re-encoded as a JPEG of quality `JPEG_QUALITY` beside its merged
-label map (lossless PNG) and its id. A packed folder then works wherever a
+label map (lossless: zlib-compressed bytes) and its id. A packed folder then works wherever a
 release `data_root` does (it is recognised by its `manifest.json`): a sample
-costs one small JPEG decode and one PNG decode, read from shard files that
+costs one small JPEG decode and one zlib inflate, read from shard files that
 stay open, instead of a 1024x1024 decode plus 18 mask files.
 
 ```
@@ -15,7 +15,10 @@ P/{split}-{k:05d}-of-{n:05d}.array_record   one record per sample
 ```
 
 Record layout (little-endian): b"FPK1", uint32 image id, uint32 JPEG length,
-the JPEG (RGB, the packed size), then the PNG (8-bit grey label ids).
+the JPEG (RGB, the packed size), then the label ids (uint8, row-major, zlib level 1).
+A label is stored raw and compressed rather than as a PNG: inflating it takes
+0.35 ms against 1.2 ms for cv2's PNG decode (512x512, measured on the loaded
+2-core machine), for 7.7 KB instead of 6.1 KB a label beside a ~70 KB JPEG.
 
 Why ArrayRecord: it is the maintained random-access format of the JAX
 ecosystem (what grain reads), reads record i of a shard by index without a
@@ -32,9 +35,11 @@ import logging
 import os
 import struct
 import threading
+import zlib
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from faceparsing.errors import ConfigError, DatasetError
 from faceparsing.files import atomic_path, atomic_write_text, remove_stale_temp_files
@@ -57,7 +62,9 @@ SAMPLES_PER_SHARD = 1000
 PACKED_SPLITS = ("train", "val", "test")
 _MAGIC = b"FPK1"
 _HEADER = struct.Struct("<4sII")
-_PNG_COMPRESSION = 3  # labels compress ~20x; higher levels cost encode time, not decode time
+_LABEL_COMPRESSION = 1  # the fastest inflate; labels still shrink ~30x
+# libjpeg writes RGB itself (OpenCV >= 4.10): no BGR->RGB pass afterwards.
+_DECODE_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 def is_packed(root):
@@ -84,18 +91,18 @@ def open_pack(root):
 
 
 def encode_record(image_id, image, label, quality=JPEG_QUALITY):
-    """One record: the RGB image as a JPEG and the label map as a PNG, with the id."""
+    """One record: the RGB image as a JPEG and the label map compressed, with the id."""
     ok_image, jpeg = cv2.imencode(
         ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
     )
-    ok_label, png = cv2.imencode(".png", label, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
-    if not (ok_image and ok_label):
+    if not ok_image:
         raise DatasetError(f"cannot encode image {image_id} for packing")
-    return _HEADER.pack(_MAGIC, image_id, len(jpeg)) + jpeg.tobytes() + png.tobytes()
+    label_bytes = zlib.compress(np.ascontiguousarray(label, np.uint8).tobytes(), _LABEL_COMPRESSION)
+    return _HEADER.pack(_MAGIC, image_id, len(jpeg)) + jpeg.tobytes() + label_bytes
 
 
 def decode_record(record, where):
-    """`(image_id, jpeg bytes, png bytes)` of a record; `where` names it in errors."""
+    """`(image_id, jpeg bytes, compressed label bytes)` of a record; `where` names it in errors."""
     if len(record) < _HEADER.size:
         raise DatasetError(f"corrupt packed record in {where}: {len(record)} bytes")
     magic, image_id, jpeg_length = _HEADER.unpack_from(record)
@@ -163,12 +170,11 @@ class Pack:
 
     def load_sample(self, image_id, size):
         """`(image, label)`: (size, size, 3) uint8 RGB and (size, size) uint8 ids."""
-        file, jpeg, png = self._record(image_id)
-        image = decode(jpeg, cv2.IMREAD_COLOR)
-        label = decode(png, cv2.IMREAD_UNCHANGED)
-        if image is None or label is None:
-            raise DatasetError(f"corrupt packed sample {image_id} in {self.root / file}")
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        file, jpeg, packed_label = self._record(image_id)
+        image = _decode_rgb(jpeg)
+        if image is None or image.shape[:2] != (self.image_size, self.image_size):
+            raise DatasetError(f"corrupt packed image {image_id} in {self.root / file}")
+        label = self._inflate(image_id, file, packed_label)
         if size != self.image_size:
             image = resize_image(image, (size, size))
             label = resize_nearest(label, (size, size))
@@ -176,11 +182,18 @@ class Pack:
 
     def load_label(self, image_id):
         """The label map of `image_id` at the packed size (the release's at 512)."""
-        file, _, png = self._record(image_id)
-        label = decode(png, cv2.IMREAD_UNCHANGED)
-        if label is None:
+        file, _, packed_label = self._record(image_id)
+        return self._inflate(image_id, file, packed_label)
+
+    def _inflate(self, image_id, file, packed_label):
+        size = self.image_size
+        try:
+            label = np.frombuffer(zlib.decompress(packed_label), np.uint8)
+        except zlib.error:
+            label = None
+        if label is None or label.size != size * size:
             raise DatasetError(f"corrupt packed label {image_id} in {self.root / file}")
-        return label
+        return label.reshape(size, size)
 
     def verify(self):
         """Problems found by re-hashing every shard (an empty list when intact)."""
@@ -227,10 +240,10 @@ class Pack:
             raise DatasetError(
                 f"cannot read sample {image_id} from packed shard {self.root / file}: {reason}"
             ) from None
-        stored_id, jpeg, png = decode_record(record, self.root / file)
+        stored_id, jpeg, packed_label = decode_record(record, self.root / file)
         if stored_id != image_id:
             raise DatasetError(f"packed shard {self.root / file} holds {stored_id}, not {image_id}")
-        return file, jpeg, png
+        return file, jpeg, packed_label
 
     def _reader(self, file):
         readers = self._local.__dict__.setdefault("readers", {})
@@ -270,6 +283,13 @@ def array_record():
             "packed folders need the array-record package: pip install 'faceparsing-deeplab[packed]'"
         ) from None
     return array_record_module
+
+
+def _decode_rgb(jpeg):
+    if _DECODE_RGB is not None:
+        return decode(jpeg, _DECODE_RGB)
+    image = decode(jpeg, cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_manifest(root):
@@ -440,7 +460,9 @@ def _write_shard(path, records, bar):
 def _manifest(out, plan):
     manifest = {key: value for key, value in plan.items() if key != "splits"}
     manifest["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    manifest["record"] = "b'FPK1', uint32 id, uint32 JPEG length, JPEG (RGB), PNG (label ids)"
+    manifest["record"] = (
+        "b'FPK1', uint32 id, uint32 JPEG length, JPEG (RGB), zlib(uint8 label ids, row-major)"
+    )
     manifest["splits"] = {}
     for split, shards in plan["splits"].items():
         entries = [
