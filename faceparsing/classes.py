@@ -340,7 +340,7 @@ def parse_class_map(value, source="class_map"):
             if not path.is_file():
                 raise ConfigError(f"{source} file not found: {path}")
             source, text = str(path), path.read_text()
-        if text and not text.startswith("{") and ":" not in text:
+        if text and ":" not in text and not text.startswith(("{", "[", "-")):
             value = {name.strip(): [name.strip()] for name in text.split(",") if name.strip()}
         else:
             try:
