@@ -1,6 +1,6 @@
 """CelebAMask-HQ for Keras: the `CelebAMaskHQ` dataset, label merging, split and flip.
 
-The dataset reads the release exactly as it is unzipped (see README, "Dataset"):
+The dataset reads the release exactly as it is unzipped (see docs/dataset.md):
 
 ```
 root/CelebA-HQ-img/{k}.jpg                                  1024x1024 RGB JPEG

@@ -249,7 +249,7 @@ def use_fast_atrous(fast_atrous, backend, devices):
     """Whether to build space-to-batch atrous layers for `fast_atrous` on this machine.
 
     "auto" picks what measured faster: on, except under JAX on CPU
-    (see README, "Fast atrous convolution").
+    (see docs/training.md, "Fast atrous convolution").
     """
     if fast_atrous != "auto":
         return fast_atrous == "true"
