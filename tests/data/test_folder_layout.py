@@ -141,3 +141,15 @@ def test_demo_set_refuses_a_folder_holding_other_files(tmp_path):
     synthetic.make_demo_dataset(again, 1)
     synthetic.make_demo_dataset(again, 1, start_id=1)  # its own earlier set: extended
     assert layout.split_ids(again, "all") == [0, 1]
+
+
+def test_class_weights_follow_the_class_set(lapa_root):
+    data = CelebAMaskHQ(lapa_root, "train", batch_size=2, image_size=16,
+                        class_weights="median_frequency")  # fmt: skip
+    assert data._class_weight_vector.shape == (11,)
+    _, labels, weights = data[0]
+    assert weights.shape == labels.shape and np.isfinite(weights).all()
+    merged = CelebAMaskHQ(lapa_root, "train", batch_size=2, image_size=16,
+                          class_weights="per_image", class_map="hair,skin")  # fmt: skip
+    _, labels, weights = merged[0]
+    assert set(np.unique(labels)) <= {0, 1, 2} and weights.shape == labels.shape
