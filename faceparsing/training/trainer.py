@@ -63,6 +63,11 @@ def ensure_dataset(config):
     if config.demo_images > 0 and not dataset_present(root, config.dataset):
         from faceparsing.data.synthetic import make_demo_dataset
 
+        if config.dataset == "folder":
+            raise ConfigError(
+                "demo_images writes CelebAMask-HQ's or LaPa's layout; dataset=folder is your own "
+                "labelled data: set demo_images: 0 or dataset: lapa"
+            )
         layout = "lapa" if config.dataset == "lapa" else "celebamask_hq"
         print(f"Writing a synthetic set of {config.demo_images} faces to {root} ...", flush=True)
         make_demo_dataset(root, config.demo_images, seed=0, layout=layout)
