@@ -376,8 +376,7 @@ def remap(class_set, class_map, source="class_map"):
     (256,) uint8 array for `cv2.LUT`/indexing. Left/right pairs survive when
     their two sides go to two different targets.
     """
-    mapping = parse_class_map(class_map, source) if not isinstance(class_map, dict) else class_map
-    mapping = parse_class_map(mapping, source)
+    mapping = parse_class_map(class_map, source)
     background = class_set.names[0]
     targets = [background] + [target for target in mapping if target != background]
     table = np.zeros(256, dtype=np.uint8)
