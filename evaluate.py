@@ -23,6 +23,7 @@ from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.classes import class_set_of
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import SPLITS, open_layout
+from faceparsing.data.packed import check_release_labels
 from faceparsing.data.samples import load_label
 from faceparsing.errors import DatasetError
 from faceparsing.inference import evaluation
@@ -87,6 +88,7 @@ def run(args):
     settings = run_settings(args)
     model = load_checkpoint(args.checkpoint)
     layout = open_layout(settings["data_root"], settings["dataset"], settings["classes"])
+    check_release_labels(layout)
     class_set, truth_table, prediction_table = evaluation.label_views(
         layout.class_set, class_set_of(model), settings["class_map"], args.classes
     )

@@ -27,6 +27,7 @@ from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.classes import class_set_of, remap
 from faceparsing.data.layout import MASK_SIZE, SPLITS, open_layout
+from faceparsing.data.packed import check_release_labels
 from faceparsing.data.samples import load_image, load_label, resize_label
 from faceparsing.errors import ConfigError, DatasetError, ImageReadError
 from faceparsing.files import atomic_write_text
@@ -230,6 +231,7 @@ def visualize_dataset(model, layout, split, num, seed, size, out_dir, views):
     `views` is `evaluation.label_views`' (class set, truth table, prediction table);
     panels are drawn at 512x512 (labels resized nearest).
     """
+    check_release_labels(layout)
     class_set, truth_table, prediction_table = views
     ids = layout.split_ids(split)
     if not ids:

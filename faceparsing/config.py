@@ -15,6 +15,7 @@ import yaml
 from faceparsing.data.class_weights import WEIGHT_SCHEMES
 from faceparsing.data.layout import DATASETS, SPLITS
 from faceparsing.data.samples import TARGETS
+from faceparsing.data.workers import WORKER_TYPES
 from faceparsing.errors import ConfigError
 from faceparsing.files import atomic_write_text
 from faceparsing.model.backbones import BACKBONES, OUTPUT_STRIDES
@@ -49,6 +50,9 @@ class TrainConfig:
         ""  # merged-label cache ("" = <data_root>/.label_cache, "none" = off): ~5x faster loading
     )
     workers: str = "auto"  # batch-building threads: auto = the cores this process may use, or N
+    worker_type: str = (
+        "auto"  # auto|threads|processes: auto = processes for packed data (no GIL limit)
+    )
     use_multiprocessing: bool = False  # removed (true is refused): threads scale, forks hang JAX
     skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping
     # --- model ---
@@ -106,6 +110,7 @@ CHOICES = {
     "distribute": DISTRIBUTE_MODES,
     "verbose": (0, 1, 2),
     "fast_atrous": ("auto", "true", "false"),
+    "worker_type": WORKER_TYPES,
 }
 RANGES = {
     "image_size": (32, 2048),

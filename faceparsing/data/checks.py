@@ -76,14 +76,19 @@ def check_dataset(root, split="all", progress=True):
     """Scan a dataset and return every problem found, each naming its file.
 
     Args:
-        root: str or Path. Dataset root in the release layout.
+        root: str or Path. Dataset root in the release layout, or a packed folder.
         split: str. Which official split to scan. Defaults to "all".
         progress: bool. Show a tqdm progress bar. Defaults to True.
 
     Returns:
         A list of problem strings (empty when the dataset is sound).
     """
-    layout = open_layout(root)
+    try:
+        layout = open_layout(root)
+        if layout.kind == "packed":  # every shard's size and checksum against the manifest
+            return layout.pack.verify()
+    except DatasetError as error:
+        return [str(error)]
     if layout.kind != "celebamask_hq":
         return [
             problem
@@ -116,6 +121,9 @@ def validate_split(root, ids, max_listed=5):
         DatasetError: one line listing the first `max_listed` problems and their count.
     """
     layout = open_layout(root)
+    if layout.kind == "packed":  # the manifest lists the ids; sizes of their shards are checked
+        layout.pack.check_ids(ids)
+        return
     if layout.kind == "celebamask_hq":
         problems = layout_problems(layout.root)
         for image_id in ids if not problems else ():

@@ -146,7 +146,7 @@ def split_ids(root, split):
     """Return the sorted image ids of one official split.
 
     Args:
-        root: str or Path. The dataset root (holding the mapping file).
+        root: str or Path. The dataset root (holding the mapping file) or a packed folder.
         split: str. One of "train", "val", "test", "all".
 
     Returns:
@@ -154,6 +154,10 @@ def split_ids(root, split):
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    from faceparsing.data import packed  # imports this module
+
+    if packed.is_packed(root):
+        return packed.open_pack(root).split_ids(split)
     mapping = read_mapping(root)
     return sorted(
         image_id
@@ -187,7 +191,8 @@ def detect_dataset(root, dataset="auto"):
 
 
 def open_layout(root, dataset="auto", classes=""):
-    """The layout object of `root`: `CelebAMaskHQLayout` or `FolderLayout`.
+    """The layout object of `root`: `CelebAMaskHQLayout`, `FolderLayout`, or a packed
+    folder's `faceparsing.data.packed.PackedLayout` (recognised by its manifest).
 
     Args:
         root: str or Path. The dataset root.
@@ -195,8 +200,12 @@ def open_layout(root, dataset="auto", classes=""):
         classes: str. The data's class set (built-in name or YAML file); ""
             means the layout's own (`classes.yaml` for "folder", LaPa's 11 for "lapa").
     """
-    if isinstance(root, CelebAMaskHQLayout | FolderLayout):
+    if hasattr(root, "split_ids"):  # a layout object already
         return root
+    from faceparsing.data import packed  # imports this module
+
+    if packed.is_packed(root):  # whatever it was packed from: the manifest says
+        return packed.PackedLayout(root)
     kind = detect_dataset(root, dataset)
     if kind == "celebamask_hq":
         if classes and load_class_set(classes) != CELEBAMASK_HQ:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from faceparsing.classes import NUM_CLASSES
+from faceparsing.data import packed
 from faceparsing.data.layout import (
     MASK_SIZE,
     existing_parts,
@@ -49,7 +50,17 @@ def load_image(source, image_id, size):
     Raises:
         DatasetError: the file is missing, unreadable or over the pixel limit.
     """
+    source = _packed_layout(source)
+    if hasattr(source, "load_image"):  # a packed folder: one record, one small decode
+        return source.load_image(image_id, size)
     return read_rgb_resized(_image_path(source, image_id), size)
+
+
+def _packed_layout(source):
+    """A packed folder given by its path as its layout; anything else unchanged."""
+    if isinstance(source, str | Path) and packed.is_packed(source):
+        return packed.PackedLayout(source)
+    return source
 
 
 def _image_path(source, image_id):
@@ -200,7 +211,11 @@ class LabelCache:
 
 def load_label(source, image_id, label_cache=None):
     """The label map of `image_id`: CelebAMask-HQ's merged 512x512 one (from
-    `label_cache` when one is given), or a folder layout's label PNG."""
+    `label_cache` when one is given), a folder layout's label PNG, or a packed
+    folder's stored map (at the packed size)."""
+    source = _packed_layout(source)
+    if hasattr(source, "load_label"):
+        return source.load_label(image_id)
     if hasattr(source, "label_path"):
         return read_folder_label(source, image_id)
     root = getattr(source, "root", source)

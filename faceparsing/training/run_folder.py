@@ -310,8 +310,8 @@ def plot_curves(rows, path):
 
 # Keys that may differ when a run is resumed: they do not change what is learned.
 RESUMABLE_CHANGES = {
-    "epochs", "workers", "use_multiprocessing", "verbose", "tensorboard", "run_eagerly",
-    "steps_per_execution",
+    "epochs", "workers", "worker_type", "use_multiprocessing", "verbose", "tensorboard",
+    "run_eagerly", "steps_per_execution",
 }  # fmt: skip
 
 

@@ -15,10 +15,12 @@ import keras
 from faceparsing.checkpoints import load_checkpoint
 from faceparsing.classes import class_set_of, remap
 from faceparsing.config import use_fast_atrous, worker_count
+from faceparsing.data import packed
 from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import MAPPING_FILE, detect_dataset, open_layout
 from faceparsing.data.stream import TrainingStream
+from faceparsing.data.workers import choose_worker_type
 from faceparsing.errors import ConfigError, DatasetError, UnwritablePathError
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
@@ -80,7 +82,9 @@ def ensure_dataset(config):
 
 def dataset_present(root, dataset):
     """Whether `root` holds a dataset of the kind `dataset` asks for (CelebAMask-HQ: its
-    mapping file; LaPa's layout: split folders with images)."""
+    mapping file; LaPa's layout: split folders with images; a packed folder: its manifest)."""
+    if packed.is_packed(root):
+        return True
     kind = detect_dataset(root, dataset)
     if kind == "celebamask_hq":
         return (root / MAPPING_FILE).exists()
@@ -113,8 +117,8 @@ def select_ids(config, split, limit, layout=None):
 def label_cache_dir(config):
     """Where merged labels are cached: `cache_dir`, else `<data_root>/.label_cache`
     when that is writable (a read-only dataset simply runs without a cache)."""
-    if config.cache_dir.lower() == "none":
-        return None
+    if config.cache_dir.lower() == "none" or packed.is_packed(config.data_root):
+        return None  # a packed folder holds merged labels
     folder = Path(config.cache_dir) if config.cache_dir else Path(config.data_root) / ".label_cache"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -311,8 +315,11 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks=N
     )
     # Batches numbered from the start of the run: a resumed run gets the same
     # batches, order and augmentation as an uninterrupted one (so no Keras shuffle).
+    workers = worker_count(config.workers)
+    worker_type = choose_worker_type(config.worker_type, workers, train_data)
+    print(f"Building batches with {workers} {worker_type} (worker_type {config.worker_type}).")
     stream = TrainingStream(
-        train_data, steps_per_epoch, state.epoch, workers=worker_count(config.workers)
+        train_data, steps_per_epoch, state.epoch, workers=workers, worker_type=worker_type
     )
     if callbacks is None:
         callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
