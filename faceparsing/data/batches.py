@@ -104,7 +104,9 @@ class SampleBatches:
             image, label = self.layout.load_sample(image_id, self.image_size)
         else:
             image = load_image(self.layout, image_id, self.image_size)
-            label = resize_label(load_label(self.layout, image_id, self._label_cache), self.image_size)
+            label = resize_label(
+                load_label(self.layout, image_id, self._label_cache), self.image_size
+            )
         if self._label_table is not None:  # class_map: nearest resizing and remapping commute
             label = self._label_table[label]
         if self.augment:
