@@ -311,11 +311,12 @@ def _check_flip_pairs(pairs, names, source):
 
 def class_set_of(model):
     """The ClassSet a model predicts: its own, else CelebAMask-HQ's for 19 channels
-    (checkpoints from before class sets), else numbered classes."""
+    (checkpoints from before class sets) or for a stand-in callable without an output
+    shape, else numbered classes."""
     class_set = getattr(model, "class_set", None)
     if class_set is not None:
         return class_set
-    channels = model.output_shape[-1]
+    channels = getattr(model, "output_shape", (NUM_CLASSES,))[-1]
     if channels == NUM_CLASSES:
         return CELEBAMASK_HQ
     names = ["background"] + [f"class_{index}" for index in range(1, channels)]
