@@ -1,7 +1,7 @@
 """How a batch is made: the sample and batch logic of `CelebAMaskHQ`, without Keras.
 
 `SampleBatches` holds everything a batch depends on (ids, sizes, seed, class
-weights, the open pack or the label cache), so a worker process can build the
+weights, the layout or the label cache), so a worker process can build the
 same batches as the dataset it was copied from (`CelebAMaskHQ.batch_maker`)
 without importing Keras, TensorFlow or JAX.
 """
@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 STATE_KEYS = (
     "root", "split", "ids", "batch_size", "image_size", "target", "class_weights",
     "max_weight", "augment", "shuffle", "seed", "skip_bad_samples", "drop_remainder",
-    "epoch", "bad_samples", "_label_cache", "_class_weight_vector", "_pack",
+    "epoch", "bad_samples", "_label_cache", "_class_weight_vector", "layout", "class_set",
+    "num_classes", "_label_table",
 )  # fmt: skip
 
 
@@ -43,7 +44,7 @@ class SampleBatches:
     @property
     def is_packed(self):
         """True when the samples come from a packed folder."""
-        return self._pack is not None
+        return self.layout.kind == "packed"
 
     def state(self):
         """The attributes a copy needs (see `STATE_KEYS`); picklable."""
@@ -88,7 +89,7 @@ class SampleBatches:
         # threads and on the way to the device, where the model casts them.
         images = np.stack([image for image, _ in samples])
         labels = np.stack([label for _, label in samples])
-        targets = encode_targets(labels, self.target)
+        targets = encode_targets(labels, self.target, self.num_classes)
         if self.class_weights is None:
             return images, targets
         return images, targets, self._pixel_weights(labels)
@@ -99,16 +100,19 @@ class SampleBatches:
         Augmented with the generator of (seed, epoch, image_id); `epoch`
         defaults to the current one.
         """
-        if self._pack is not None:  # one record, two small decodes
-            image, label = self._pack.load_sample(image_id, self.image_size)
+        if self.is_packed:  # one record, two small decodes
+            image, label = self.layout.load_sample(image_id, self.image_size)
         else:
-            image = load_image(self.root, image_id, self.image_size)
-            label = load_label(self.root, image_id, self._label_cache)
-            label = resize_label(label, self.image_size)
+            image = load_image(self.layout, image_id, self.image_size)
+            label = resize_label(
+                load_label(self.layout, image_id, self._label_cache), self.image_size
+            )
+        if self._label_table is not None:  # class_map: nearest resizing and remapping commute
+            label = self._label_table[label]
         if self.augment:
             epoch = self.epoch if epoch is None else int(epoch)
             rng = np.random.default_rng((self.seed, epoch, image_id))
-            image, label = augment_sample(image, label, rng)
+            image, label = augment_sample(image, label, rng, self.class_set)
         return image, label
 
     def _load_readable_sample(self, position, epoch):
@@ -131,5 +135,5 @@ class SampleBatches:
 
     def _pixel_weights(self, labels):
         if self.class_weights == "per_image":
-            return per_image_pixel_weights(labels, self.max_weight)
+            return per_image_pixel_weights(labels, self.max_weight, self.num_classes)
         return pixel_weights(labels, self._class_weight_vector)

@@ -1,12 +1,9 @@
 """The Keras dataset: batches of CelebAMask-HQ images and targets for `model.fit`."""
 
-from pathlib import Path
-
 import keras
 import numpy as np
 
-from faceparsing.classes import NUM_CLASSES
-from faceparsing.data import packed
+from faceparsing.classes import remap
 from faceparsing.data.batches import SampleBatches
 from faceparsing.data.class_weights import (
     WEIGHT_SCHEMES,
@@ -14,7 +11,7 @@ from faceparsing.data.class_weights import (
     class_weights_from_counts,
     training_class_counts,
 )
-from faceparsing.data.layout import split_ids
+from faceparsing.data.layout import open_layout
 from faceparsing.data.samples import TARGETS, LabelCache
 from faceparsing.errors import ConfigError, DatasetError
 
@@ -38,8 +35,9 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
     epochs itself.
 
     Args:
-        root: str or Path. Dataset root in the release layout, or a packed
-            folder (`data_generator.py pack`, recognised by its manifest).
+        root: str, Path or layout object. Dataset root in CelebAMask-HQ's
+            release layout or LaPa's, or a packed folder (`data_generator.py
+            pack`, recognised by its manifest); see `faceparsing.data.layout`.
         split: str. "train", "val", "test" or "all" (official split).
             Defaults to "train".
         batch_size: int. Defaults to 8.
@@ -66,6 +64,9 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
             Defaults to None.
         drop_remainder: bool. Leave out the last, smaller batch (training:
             every step has the same shape). Defaults to False.
+        class_map: dict, str or None. Merges or drops the data's classes
+            (`faceparsing.classes.remap`); `class_set` is the result.
+            Defaults to None (the data's own classes).
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of
             `keras.utils.PyDataset`.
 
@@ -92,6 +93,7 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
         skip_bad_samples=False,
         max_weight=None,
         drop_remainder=False,
+        class_map=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,14 +101,19 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
         _check_positive_int("image_size", image_size)
         if target not in TARGETS:
             raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
-        self.root = Path(root)
+        self.layout = open_layout(root)
+        self.root = self.layout.root
         self.split = split
-        self.ids = list(split_ids(root, split) if ids is None else ids)
+        self.ids = list(self.layout.split_ids(split) if ids is None else ids)
         if not self.ids:
             raise DatasetError(f"split {split!r} of {root} has no images")
         self.batch_size = batch_size
         self.image_size = image_size
-        self.num_classes = NUM_CLASSES
+        self.class_map = class_map
+        self.class_set, self._label_table = self.layout.class_set, None
+        if class_map:
+            self.class_set, self._label_table = remap(self.layout.class_set, class_map)
+        self.num_classes = self.class_set.num_classes
         self.target = target
         self.class_weights = class_weights
         self.max_weight = max_weight
@@ -123,11 +130,12 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
             )
         self.bad_samples = []
         self._pydataset_kwargs = kwargs
-        # A packed folder holds merged labels already: no label cache.
-        self._pack = packed.open_pack(root) if packed.is_packed(root) else None
-        if self._pack is not None:
-            self._pack.check_ids(self.ids)
-        self._label_cache = LabelCache(root, cache_dir) if cache_dir and not self._pack else None
+        if self.layout.kind == "packed":  # fail now, not in a worker, on a damaged shard
+            self.layout.pack.check_ids(self.ids)
+        # Only CelebAMask-HQ merges its labels (18 part files): a packed folder
+        # or a label PNG is read as it is.
+        merged_labels = cache_dir and self.layout.kind == "celebamask_hq"
+        self._label_cache = LabelCache(self.root, cache_dir) if merged_labels else None
         self._class_weight_vector = self._resolve_class_weights(class_weights)
         self._order_cache = None
         self.set_epoch(0)
@@ -142,11 +150,11 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
         if self._class_weight_vector is not None:
             weights = self._class_weight_vector
         return CelebAMaskHQ(
-            self.root, self.split, self.batch_size, self.image_size, self.target,
+            self.layout, self.split, self.batch_size, self.image_size, self.target,
             weights, self.augment, self.shuffle, self.seed, self.cache_dir,
             ids=self.ids[index::num_shards], skip_bad_samples=self.skip_bad_samples,
             max_weight=self.max_weight, drop_remainder=self.drop_remainder,
-            **self._pydataset_kwargs,
+            class_map=self.class_map, **self._pydataset_kwargs,
         )  # fmt: skip
 
     def set_epoch(self, epoch):
@@ -170,11 +178,13 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
             if class_weights not in WEIGHT_SCHEMES:
                 raise ConfigError(
                     f"class_weights must be None, one of {WEIGHT_SCHEMES} or "
-                    f"{NUM_CLASSES} floats, got {class_weights!r}"
+                    f"{self.num_classes} floats, got {class_weights!r}"
                 )
-            counts = training_class_counts(self.root, self.ids, self.cache_dir)
+            counts = training_class_counts(
+                self.layout, self.ids, self.cache_dir, self._label_table, self.num_classes
+            )
             return class_weights_from_counts(counts, class_weights, self.max_weight)
-        vector = check_weight_vector(class_weights)
+        vector = check_weight_vector(class_weights, self.num_classes)
         return vector if self.max_weight is None else np.minimum(vector, self.max_weight)
 
 

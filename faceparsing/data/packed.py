@@ -259,17 +259,69 @@ class Pack:
         return reader
 
 
-def check_release_labels(root):
-    """Raise unless `root` gives labels at the release's 512x512 (a release, or a pack at 512).
+class PackedLayout:
+    """A packed folder seen as a dataset layout (see `faceparsing.data.layout.open_layout`):
+    the ids, class set and sample names of what was packed, read from the shards.
+
+    Args:
+        root: str or Path. The packed folder.
+    """
+
+    kind = "packed"
+
+    def __init__(self, root):
+        from faceparsing.classes import CELEBAMASK_HQ, class_set_from_config
+
+        self.pack = open_pack(root)
+        self.root = self.pack.root
+        manifest = self.pack.manifest
+        self.source_kind = manifest.get("layout", "celebamask_hq")
+        saved = manifest.get("class_set")
+        self.class_set = class_set_from_config(saved, str(self.root)) if saved else CELEBAMASK_HQ
+        self.label_size = self.pack.image_size
+        self._names = manifest.get("names", {})
+
+    def split_ids(self, split):
+        from faceparsing.data.layout import SPLITS
+
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.pack.split_ids(split)
+
+    def sample_name(self, image_id):
+        return self._names.get(str(image_id), str(image_id))
+
+    def load_sample(self, image_id, size):
+        return self.pack.load_sample(image_id, size)
+
+    def load_image(self, image_id, size):
+        return self.pack.load_sample(image_id, size)[0]
+
+    def load_label(self, image_id):
+        return self.pack.load_label(image_id)
+
+
+def check_release_labels(layout):
+    """Raise unless `layout` gives labels at their released size (a pack of CelebAMask-HQ
+    at 512, or no pack at all).
 
     Evaluation scores at the release's label resolution; a smaller pack would
-    score other (resized) labels.
+    score other (resized) labels, and a pack of a folder layout holds its labels
+    resized to one square size.
     """
     from faceparsing.data.layout import MASK_SIZE
 
-    if is_packed(root) and open_pack(root).image_size != MASK_SIZE:
+    if getattr(layout, "kind", None) != PackedLayout.kind:
+        return
+    if layout.source_kind != "celebamask_hq":
         raise DatasetError(
-            f"{root} is packed at {open_pack(root).image_size}, but scoring needs the release's "
+            f"{layout.root} packs a {layout.source_kind} folder with its labels resized to "
+            f"{layout.label_size}x{layout.label_size}; score on the folder itself "
+            f"({layout.pack.manifest['source']})"
+        )
+    if layout.label_size != MASK_SIZE:
+        raise DatasetError(
+            f"{layout.root} is packed at {layout.label_size}, but scoring needs the release's "
             f"{MASK_SIZE}x{MASK_SIZE} labels: pack with --image_size {MASK_SIZE}"
         )
 
@@ -325,18 +377,18 @@ def file_sha256(path):
 
 
 class SampleEncoder:
-    """`image_id -> record` from the release: what a packing worker process runs."""
+    """`image_id -> record` from the source layout: what a packing worker process runs."""
 
-    def __init__(self, root, image_size, quality):
-        self.root = str(root)
+    def __init__(self, layout, image_size, quality):
+        self.layout = layout
         self.image_size = image_size
         self.quality = quality
 
     def __call__(self, image_id):
         from faceparsing.data.samples import load_image, load_label, resize_label
 
-        image = load_image(self.root, image_id, self.image_size)
-        label = resize_label(load_label(self.root, image_id), self.image_size)
+        image = load_image(self.layout, image_id, self.image_size)
+        label = resize_label(load_label(self.layout, image_id), self.image_size)
         return encode_record(image_id, image, label, self.quality)
 
 
@@ -344,19 +396,21 @@ def shard_name(split, index, count):
     return f"{split}-{index:05d}-of-{count:05d}.array_record"
 
 
-def pack_plan(root, image_size, splits, quality, samples_per_shard):
+def pack_plan(layout, image_size, splits, quality, samples_per_shard):
     """The pack's settings and the ids of every shard (deterministic: a rerun resumes it)."""
-    from faceparsing.data.layout import split_ids
-
-    if is_packed(root):
-        raise ConfigError(f"--data_root {root} is already a packed folder; give the release")
+    if layout.kind == PackedLayout.kind:
+        raise ConfigError(f"--data_root {layout.root} is already a packed folder; give the release")
+    all_ids = layout.split_ids("all")
     plan = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "source": str(Path(root).resolve()), "image_size": image_size,
-        "jpeg_quality": quality, "splits": {},
+        "source": str(Path(layout.root).resolve()), "layout": layout.kind,
+        "class_set": layout.class_set.to_config(),
+        # Sample names (LaPa's file stems) for reports and panels; CelebAMask-HQ's are the ids.
+        "names": {str(i): layout.sample_name(i) for i in all_ids if layout.sample_name(i) != str(i)},
+        "image_size": image_size, "jpeg_quality": quality, "splits": {},
     }  # fmt: skip
     for split in splits:
-        ids = split_ids(root, split)
+        ids = layout.split_ids(split)
         chunks = [ids[i : i + samples_per_shard] for i in range(0, len(ids), samples_per_shard)]
         plan["splits"][split] = [
             {"file": shard_name(split, k, len(chunks)), "ids": chunk}
@@ -368,11 +422,16 @@ def pack_plan(root, image_size, splits, quality, samples_per_shard):
 def pack(
     root, out, image_size=512, splits=PACKED_SPLITS, workers=None,
     quality=JPEG_QUALITY, samples_per_shard=SAMPLES_PER_SHARD, progress=True,
+    dataset="auto", classes="",
 ):  # fmt: skip
-    """Pack the release at `root` into the folder `out` (resumable; manifest written last).
+    """Pack the dataset at `root` into the folder `out` (resumable; manifest written last).
+
+    Any layout the dataset reads is packed (CelebAMask-HQ's release, LaPa's, a
+    labelled folder); the manifest keeps its class set, so the pack trains and
+    evaluates with the same classes.
 
     Args:
-        root: str or Path. The release (dataset root).
+        root: str or Path. The dataset root.
         out: str or Path. The packed folder (created).
         image_size: int. Side of the stored images and labels. Defaults to 512.
         splits: sequence of "train", "val", "test". Defaults to all three.
@@ -380,20 +439,25 @@ def pack(
         quality: int. JPEG quality. Defaults to `JPEG_QUALITY`.
         samples_per_shard: int. Records per shard file. Defaults to `SAMPLES_PER_SHARD`.
         progress: bool. Show a tqdm bar.
+        dataset: str. Layout of `root` ("auto" detects it; see `layout.DATASETS`).
+        classes: str. The source's class set when not its layout's own.
 
     Returns:
         The manifest (dict).
     """
+    from faceparsing.data.layout import open_layout
+
     _check_pack_arguments(image_size, splits, quality, samples_per_shard)
     out = Path(out)
-    plan = pack_plan(root, image_size, splits, quality, samples_per_shard)
+    layout = open_layout(root, dataset, classes)
+    plan = pack_plan(layout, image_size, splits, quality, samples_per_shard)
     _start_or_resume(out, plan)
     todo = [
         shard for shards in plan["splits"].values() for shard in shards
         if not (out / shard["file"]).is_file()  # a shard file exists only once complete
     ]  # fmt: skip
     if todo:
-        _write_shards(root, out, plan, todo, workers or _usable_cores(), progress)
+        _write_shards(layout, out, plan, todo, workers or _usable_cores(), progress)
     manifest = _manifest(out, plan)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
@@ -432,10 +496,10 @@ def _start_or_resume(out, plan):
     remove_stale_temp_files(out)  # shards a killed pack left half-written
 
 
-def _write_shards(root, out, plan, shards, workers, progress):
+def _write_shards(layout, out, plan, shards, workers, progress):
     from faceparsing.data.workers import ProcessPool
 
-    encoder = SampleEncoder(root, plan["image_size"], plan["jpeg_quality"])
+    encoder = SampleEncoder(layout, plan["image_size"], plan["jpeg_quality"])
     bar = _progress_bar(sum(len(shard["ids"]) for shard in shards), progress)
     with ProcessPool(encoder, workers, name="faceparsing-pack") as pool:
         for shard in shards:

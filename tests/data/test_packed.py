@@ -188,3 +188,27 @@ def test_train_runs_on_a_pack_with_worker_processes(pack_root, tmp_path, capsys)
     assert "Building batches with 2 processes (worker_type auto)" in capsys.readouterr().out
     assert (run_dir / "best.keras").exists()
     assert not (pack_root / ".label_cache").exists()  # a pack holds merged labels
+
+
+def test_a_lapa_layout_packs_with_its_class_set_and_sample_names(tmp_path):
+    from faceparsing.classes import LAPA
+    from faceparsing.data.layout import open_layout
+    from faceparsing.data.synthetic import make_demo_dataset
+
+    source = tmp_path / "lapa"
+    make_demo_dataset(source, 6, seed=0, layout="lapa")
+    out = tmp_path / "pack"
+    packed.pack(source, out, **{**PACK, "image_size": 64})
+    folder, pack_layout = open_layout(source), open_layout(out)
+    assert pack_layout.kind == "packed" and pack_layout.class_set == LAPA
+    for split in ("train", "val", "test"):
+        assert pack_layout.split_ids(split) == folder.split_ids(split)
+    ids = folder.split_ids("all")
+    assert [pack_layout.sample_name(i) for i in ids] == [folder.sample_name(i) for i in ids]
+    x_folder, y_folder = CelebAMaskHQ(source, "all", batch_size=6, image_size=64, shuffle=False)[0]
+    x_packed, y_packed = CelebAMaskHQ(out, "all", batch_size=6, image_size=64, shuffle=False)[0]
+    assert np.array_equal(y_packed, y_folder)
+    # At 64x64 JPEG's 2x2 chroma subsampling costs a few grey levels more than at 512.
+    assert np.abs(x_packed.astype(int) - x_folder).mean() < 6
+    with pytest.raises(DatasetError, match="score on the folder itself"):
+        packed.check_release_labels(pack_layout)
