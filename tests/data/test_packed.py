@@ -163,6 +163,7 @@ def test_an_unknown_format_version_is_refused(pack_root, tmp_path):
         split_ids(copy, "all")
 
 
+@pytest.mark.slow
 def test_evaluate_scores_a_pack_against_the_release_labels(release, pack_root, trained_run):
     import evaluate
 
@@ -174,6 +175,19 @@ def test_evaluate_scores_a_pack_against_the_release_labels(release, pack_root, t
         reports[name] = np.array(json.loads((out / "report.json").read_text())["confusion_matrix"])
     truth_release, truth_packed = (reports[name].sum(axis=1) for name in ("release", "packed"))
     assert np.array_equal(truth_release, truth_packed)  # the same labels, pixel for pixel
+
+
+@pytest.mark.slow
+def test_train_runs_on_a_pack_with_worker_processes(pack_root, tmp_path, capsys):
+    from conftest import tiny_train_args
+
+    import train
+
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_train_args(pack_root, run_dir, "--workers=2")) == 0
+    assert "Building batches with 2 processes (worker_type auto)" in capsys.readouterr().out
+    assert (run_dir / "best.keras").exists()
+    assert not (pack_root / ".label_cache").exists()  # a pack holds merged labels
 
 
 def test_a_lapa_layout_packs_with_its_class_set_and_sample_names(tmp_path):
