@@ -129,9 +129,8 @@ def evaluate_run(config, label_size, labels):
         config.data_root, split="test", ids=split_ids(config.data_root, "test"),
         batch_size=config.batch_size, image_size=config.image_size, augment=False, shuffle=False,
     )  # fmt: skip
-    confusion, num_images, _ = evaluation.evaluate(
-        model, dataset, labels, label_size=label_size, progress=False
-    )
+    # `labels` gives label_size maps; predictions are compared at each label's size.
+    confusion, num_images, _ = evaluation.evaluate(model, dataset, labels, progress=False)
     report = metrics.scores_from_confusion(confusion)
     return {
         "num_images": num_images,

@@ -57,7 +57,7 @@ def test_val_miou_is_evaluate_miou_on_the_validation_ids_at_image_size(demo_root
     confusion, _, _ = evaluate(
         load_checkpoint(trained_run / "last.keras"), dataset,
         lambda image_id: resize_label(merge_masks(demo_root, image_id), config.image_size),
-        label_size=config.image_size, progress=False,
+        progress=False,  # labels at image_size: predictions are compared at each label's size
     )  # fmt: skip
     with open(trained_run / "metrics.csv") as handle:
         row = list(csv.DictReader(handle))[-1]
