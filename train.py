@@ -8,9 +8,10 @@ file changes some and `--key=value` overrides any. The run folder (`run_dir`)
 receives the resolved `config.yaml`, `metrics.csv`, `best.keras` (best
 validation mIoU), `last.keras`, `backup/`, `curves.png` and `summary.json`.
 Rerunning the same command after a crash or Ctrl-C resumes after the last
-completed epoch. The steps themselves are `faceparsing.training.trainer.train`.
-With Keras' launcher variables (KERAS_DISTRIBUTION_*) and --distribute=data_parallel,
-this is one process of a multi-machine job (`faceparsing.training.multihost.train`).
+completed epoch. The steps themselves are `faceparsing.training.trainer.train`,
+one flow for one device, several devices (--distribute) and several hosts: with
+Keras' launcher variables (KERAS_DISTRIBUTION_*) and --distribute=data_parallel,
+this is one process of a multi-machine job (`faceparsing.training.multihost`).
 
 Exit status: 0 done, 1 the loss became NaN/inf, 2 a usage error (one line on
 stderr; FACEPARSING_DEBUG=1 shows the traceback), 130 interrupted.
@@ -43,7 +44,7 @@ def run(args, overrides):
         print(json.dumps(config_lib.to_dict(config), indent=2))
         return 0
     started = time.monotonic()
-    summary = (multihost.train if multihost.requested(config) else trainer.train)(config)
+    summary = trainer.train(config)
     print_summary(summary, config.run_dir)
     print(f"Done in {time.monotonic() - started:.0f}s.")
     return 0

@@ -13,6 +13,12 @@ Nothing depends on when Keras calls `on_epoch_end` or on its shuffling, which
 Workers build the next `queue_size` batches ahead of the one asked for: threads,
 or processes (`faceparsing.data.workers`) that build the same batches from the
 dataset's `batch_maker()` without the GIL's limit.
+
+`fit` reads the stream through `EpochWindow`, one epoch of exactly
+`steps_per_epoch` batches at a time: an endless dataset would make Keras run
+every epoch in whole executions of `steps_per_execution` steps (10 steps at 4
+per execution would train 12), while a finite epoch ends with a shorter last
+execution on both backends.
 """
 
 import concurrent.futures
@@ -114,3 +120,46 @@ class TrainingStream(keras.utils.PyDataset):
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+class EpochWindow(keras.utils.PyDataset):
+    """Epoch `epoch` of a `TrainingStream`: the finite dataset of `steps_per_epoch`
+    batches that `model.fit` reads (with its own `steps_per_epoch` left unset).
+
+    Keras then ends every epoch after exactly `steps_per_epoch` steps, whatever
+    `steps_per_execution` is: the last execution of an epoch is shorter (JAX
+    stops at the data's end, TensorFlow's loop at its empty optional). Keras
+    starts each epoch's reading after the callbacks' `on_epoch_begin`, where
+    `FollowEpochs` moves the window, so batch `i` of epoch `e` is stream batch
+    `(e - stream.start_epoch) * steps_per_epoch + i` for any kill and rerun.
+    """
+
+    def __init__(self, stream):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.stream = stream
+        self.epoch = stream.start_epoch
+
+    @property
+    def num_batches(self):
+        return self.stream.steps_per_epoch
+
+    def __len__(self):
+        return self.stream.steps_per_epoch
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.stream.steps_per_epoch:
+            raise IndexError(f"batch {index} outside an epoch of {self.stream.steps_per_epoch}")
+        offset = (self.epoch - self.stream.start_epoch) * self.stream.steps_per_epoch
+        return self.stream[offset + index]
+
+
+class FollowEpochs(keras.callbacks.Callback):
+    """Moves an `EpochWindow` to the epoch that `fit` begins (Keras' epoch number
+    counts from the run's start, `initial_epoch` included)."""
+
+    def __init__(self, window):
+        super().__init__()
+        self.window = window
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.window.epoch = epoch

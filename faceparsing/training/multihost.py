@@ -1,10 +1,12 @@
-"""Training on several machines: one process per host, JAX data parallelism across them all.
+"""The processes of a training job: one per host, JAX data parallelism across them all.
 
-Keras' own launcher variables describe the job: `KERAS_DISTRIBUTION_JOB_ADDRESSES`
+`trainer.train` runs every job as a `Cluster`; a single host is a cluster of
+one process (`SINGLE_PROCESS`), whose barriers and gathers do nothing.
+Keras' own launcher variables describe a multi-host job: `KERAS_DISTRIBUTION_JOB_ADDRESSES`
 (host:port of process 0, the coordinator), `KERAS_DISTRIBUTION_NUM_PROCESSES` and
-`KERAS_DISTRIBUTION_PROCESS_ID`. With them and `distribute=data_parallel`, `train`
-joins the job through `keras.distribution.initialize()` and trains one model with
-`DataParallel` over every device of every process:
+`KERAS_DISTRIBUTION_PROCESS_ID`. With them and `distribute=data_parallel`, `join`
+joins the job through `keras.distribution.initialize()` and the trainer trains one
+model with `DataParallel` over every device of every process:
 
 - `batch_size` stays the global batch. Each process loads only its own slice of
   every global batch (`ProcessBatches`), so the batches, the steps and the
@@ -25,14 +27,12 @@ import os
 import sys
 import traceback
 import zlib
-from pathlib import Path
 
 import keras
 import numpy as np
 
 from faceparsing import config as config_lib
 from faceparsing.errors import ConfigError
-from faceparsing.training import run_folder, trainer
 
 LAUNCHER_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -59,7 +59,11 @@ PEER_FAILURE_MARKERS = ("Gloo", "Connection reset by peer", "Connection refused"
 
 @contextlib.contextmanager
 def peer_failures_reported(cluster):
-    """Turn a collective that failed because another process left into PeerProcessError."""
+    """Turn a collective that failed because another process left into PeerProcessError
+    (a single process has no other to lose)."""
+    if cluster.num_processes == 1:
+        yield
+        return
     try:
         yield
     except PeerProcessError:
@@ -117,8 +121,11 @@ class Cluster:
         """Run a setup step in every process; if it fails in any process, it fails in all.
 
         Without this, the processes that succeeded would wait at their next
-        collective for the one that stopped.
+        collective for the one that stopped. A single process just runs it.
         """
+        if self.num_processes == 1:
+            yield
+            return
         try:
             yield
         except BaseException:
@@ -134,8 +141,17 @@ class Cluster:
             )
 
     def _failed_processes(self, succeeded):
-        flags = allgather(np.array([int(succeeded)], np.int32)).reshape(-1)
+        flags = allgather(np.array([int(succeeded)], np.int32), self).reshape(-1)
         return [process for process, flag in enumerate(flags) if not flag]
+
+
+SINGLE_PROCESS = Cluster(1, 0)
+
+
+def join(config, environ=os.environ):
+    """This process's Cluster: the multi-host job that Keras' launcher variables
+    describe (joined here, see `connect`), else a cluster of one process."""
+    return connect(config, environ) if requested(config, environ) else SINGLE_PROCESS
 
 
 def cluster_from_environment(environ=os.environ):
@@ -192,30 +208,24 @@ def connect(config, environ=os.environ):
     return cluster
 
 
-def allgather(values):
+def allgather(values, cluster=None):
     """Stack `values` (a NumPy array, same shape everywhere) of every process: (P, ...)."""
+    if cluster is not None and cluster.num_processes == 1:
+        return np.asarray(values)[None]
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(values))
 
 
 def per_process_batch(config, cluster):
-    """Images each process feeds per step: `batch_size` split evenly over processes and devices."""
-    import jax
-
+    """Images each process feeds per step: `batch_size` (the global batch) split evenly
+    over the processes (the trainer checks the share against each process's devices)."""
     if config.batch_size % cluster.num_processes:
         raise ConfigError(
             f"batch_size {config.batch_size} must be a multiple of the {cluster.num_processes} "
             "processes (KERAS_DISTRIBUTION_NUM_PROCESSES); batch_size is the global batch"
         )
-    batch_size = config.batch_size // cluster.num_processes
-    devices = jax.local_device_count()
-    if batch_size % devices:
-        raise ConfigError(
-            f"batch_size {config.batch_size} gives {batch_size} images to each process, "
-            f"which must be a multiple of its {devices} devices"
-        )
-    return batch_size
+    return config.batch_size // cluster.num_processes
 
 
 class ProcessBatches(keras.utils.PyDataset):
@@ -300,16 +310,6 @@ class ProcessBatches(keras.utils.PyDataset):
     bad_samples = property(lambda self: self.source.bad_samples)
 
 
-def process_datasets(config, cluster):
-    """This process's training and validation batches (see ProcessBatches)."""
-    local_config = dataclasses.replace(config, batch_size=per_process_batch(config, cluster))
-    train_source, val_source = trainer.build_datasets(local_config)
-    return (
-        ProcessBatches(train_source, cluster.num_processes, cluster.process_id, pad=False),
-        ProcessBatches(val_source, cluster.num_processes, cluster.process_id, pad=True),
-    )
-
-
 def run_fingerprint(config):
     """A number that differs when two configs would train differently (per-host keys aside)."""
     shared = {k: v for k, v in config_lib.to_dict(config).items() if k not in PER_HOST_KEYS}
@@ -319,7 +319,7 @@ def run_fingerprint(config):
 def check_same_run(cluster, config, state):
     """Every process must train the same config from the same resume state."""
     mine = np.array([run_fingerprint(config), state.epoch], np.int32)
-    fingerprints, epochs = allgather(mine).T
+    fingerprints, epochs = allgather(mine, cluster).T
     differ = [str(p) for p, value in enumerate(fingerprints) if value != fingerprints[0]]
     if differ:
         raise ConfigError(
@@ -382,59 +382,6 @@ class DivergenceWatch(keras.callbacks.Callback):
         if loss is not None and not np.isfinite(loss):
             self.diverged_epoch = epoch + 1
             self.model.stop_training = True
-
-
-def process_callbacks(config, cluster, state, datasets):
-    if not cluster.is_writer:
-        return [keras.callbacks.TerminateOnNaN(), DivergenceWatch()]
-    callbacks = trainer.build_callbacks(config, Path(config.run_dir), state, datasets)
-    return [
-        OnThisProcess(callback) if isinstance(callback, run_folder.RunFolderCallback) else callback
-        for callback in callbacks
-    ]
-
-
-def train(config):
-    """Run `config` as this host's process of a multi-host job; return the summary dict.
-
-    The same steps as `trainer.train`, with process 0 alone writing the run folder.
-    """
-    cluster = connect(config)
-    run_dir = Path(config.run_dir)
-    with cluster.together("preparing the run folder and the data"):
-        if cluster.is_writer:
-            run_folder.prepare_run_dir(config)
-            trainer.ensure_dataset(config)
-    with cluster.together("reading the run folder and the data"):
-        if not cluster.is_writer:
-            trainer.ensure_dataset(config)
-        state = run_folder.ResumeState(run_dir)
-        init_source = trainer.load_init_checkpoint(config, state)
-        train_data, val_data = process_datasets(config, cluster)
-    check_same_run(cluster, config, state)
-    keras.utils.set_random_seed(config.seed)
-    steps_per_epoch = config.steps_per_epoch or len(train_data)
-    print(f"{cluster}: {train_data.source.batch_size} images per step.", flush=True)
-    with peer_failures_reported(cluster), trainer.run_environment(config):
-        model = trainer.build_model(config)
-        if init_source is not None:
-            trainer.initialise_from(model, init_source, config.init)
-        trainer.compile_model(model, config, steps_per_epoch, state.plan(config.epochs))
-        if state.resuming:
-            state.restore(model)
-            if cluster.is_writer:
-                with outside_distribution():
-                    run_folder.sync_run_folder(model, run_dir, state)
-            print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
-        if state.epoch >= config.epochs:
-            print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
-        else:
-            callbacks = process_callbacks(config, cluster, state, (train_data, val_data))
-            trainer.fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks)
-    with cluster.together("writing the summary"):
-        if cluster.is_writer:
-            run_folder.write_summary(run_dir, run_folder.ResumeState(run_dir))
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 def run_and_leave(command, *args):

@@ -1,12 +1,16 @@
 """One training run, start to finish: `train(config)` is what `train.py` calls.
 
-The steps, in order: prepare the run folder, load an `--init` checkpoint (a bad
-file fails before slow work), write the synthetic set if asked, build and check
-the datasets, build and compile the model under the run's precision policy and
-distribution (both restored afterwards), resume, fit, summarise.
+The steps, in order: refuse a distribution mode the backend cannot run, join
+the job's processes (one, unless Keras' launcher variables name several), prepare
+the run folder, load an `--init` checkpoint (a bad file fails before slow work),
+write the synthetic set if asked, build and check this process's datasets, build
+and compile the model under the run's precision policy and distribution (both
+restored afterwards), resume, fit, summarise. Process 0 alone writes the run folder.
 """
 
 import contextlib
+import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -19,12 +23,12 @@ from faceparsing.data import packed
 from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import MAPPING_FILE, detect_dataset, open_layout
-from faceparsing.data.stream import TrainingStream
+from faceparsing.data.stream import EpochWindow, FollowEpochs, TrainingStream
 from faceparsing.data.workers import choose_worker_type
 from faceparsing.errors import ConfigError, DatasetError, UnwritablePathError
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
-from faceparsing.training import run_folder
+from faceparsing.training import multihost, run_folder
 from faceparsing.training.losses import build_loss
 from faceparsing.training.schedules import build_optimizer
 
@@ -34,28 +38,53 @@ class TrainingDivergedError(RuntimeError):
 
 
 def train(config):
-    """Run one training job described by `config` (a TrainConfig); return the summary dict."""
-    run_dir = run_folder.prepare_run_dir(config)
-    state = run_folder.ResumeState(run_dir)
-    init_source = load_init_checkpoint(config, state)
+    """Run one training job described by `config` (a TrainConfig); return the summary dict.
+
+    One flow for every scale: a single host is a cluster of one process, whose
+    barriers and gathers do nothing; with Keras' launcher variables this is one
+    process of a multi-host job, and process 0 alone writes the run folder.
+    """
+    check_distribute_mode(config)
+    cluster = multihost.join(config)
+    run_dir = Path(config.run_dir)
+    with cluster.together("preparing the run folder and the data"):
+        if cluster.is_writer:
+            run_folder.prepare_run_dir(config)
+            ensure_dataset(config)
+    with cluster.together("reading the run folder and the data"):
+        if not cluster.is_writer:
+            ensure_dataset(config)
+        state = run_folder.ResumeState(run_dir)
+        init_source = load_init_checkpoint(config, state)
+        train_data, val_data = process_datasets(config, cluster)
+    multihost.check_same_run(cluster, config, state)
     keras.utils.set_random_seed(config.seed)
-    ensure_dataset(config)
-    train_data, val_data = build_datasets(config)
     steps_per_epoch = config.steps_per_epoch or len(train_data)
-    with run_environment(config):
+    with multihost.peer_failures_reported(cluster), run_environment(config, cluster):
         model = build_model(config)
         if init_source is not None:
             initialise_from(model, init_source, config.init)
         compile_model(model, config, steps_per_epoch, state.plan(config.epochs))
         if state.resuming:
-            state.restore(model)
-            run_folder.sync_run_folder(model, run_dir, state)
-            print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
+            resume(model, cluster, state, run_dir)
         if state.epoch >= config.epochs:
             print(f"{run_dir} already finished {state.epoch} epochs; raise --epochs to train more.")
         else:
-            fit(model, config, state, train_data, val_data, steps_per_epoch)
-    return run_folder.write_summary(run_dir, run_folder.ResumeState(run_dir))
+            callbacks = process_callbacks(config, cluster, state, (train_data, val_data))
+            fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks)
+    with cluster.together("writing the summary"):
+        if cluster.is_writer:
+            run_folder.write_summary(run_dir, run_folder.ResumeState(run_dir))
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def resume(model, cluster, state, run_dir):
+    """Load the last completed epoch; process 0 rewrites the files derived from it."""
+    state.restore(model)
+    if cluster.is_writer:
+        with multihost.outside_distribution():
+            run_folder.sync_run_folder(model, run_dir, state)
+    print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
 
 
 def ensure_dataset(config):
@@ -167,8 +196,31 @@ def build_datasets(config):
     return train_data, val_data
 
 
+def process_datasets(config, cluster):
+    """This process's training and validation batches.
+
+    Every distributed mode reads them through `multihost.ProcessBatches`: each
+    process loads its slice of the global batch (all of it on one host), and
+    the last validation batch is padded to the full batch with images of
+    weight 0, so it splits over the devices and neither the loss nor the mIoU
+    counts the padding.
+    """
+    local_config = dataclasses.replace(
+        config, batch_size=multihost.per_process_batch(config, cluster)
+    )
+    train_source, val_source = build_datasets(local_config)
+    if config.distribute == "none":
+        return train_source, val_source
+    return (
+        multihost.ProcessBatches(
+            train_source, cluster.num_processes, cluster.process_id, pad=False
+        ),
+        multihost.ProcessBatches(val_source, cluster.num_processes, cluster.process_id, pad=True),
+    )
+
+
 @contextlib.contextmanager
-def run_environment(config):
+def run_environment(config, cluster=multihost.SINGLE_PROCESS):
     """The run's mixed-precision policy and distribution; the previous ones come back after.
 
     Both are process-wide Keras settings: restoring them keeps a second run in
@@ -178,46 +230,66 @@ def run_environment(config):
     previous_distribution = keras.distribution.distribution()
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
-        with distribution_scope(config):
+        with distribution_scope(config, cluster):
             yield
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         keras.distribution.set_distribution(previous_distribution)
 
 
-def distribution_scope(config):
+def check_distribute_mode(config):
+    """Refuse a `distribute` mode this backend cannot run, before anything is written."""
+    backend = keras.backend.backend()
+    if config.distribute == "multiworker":
+        raise ConfigError(
+            "distribute=multiworker: Keras 3's fit does not run under TensorFlow's "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585); use mirrored on one machine"
+        )
+    if config.distribute == "data_parallel" and backend != "jax":
+        raise ConfigError(
+            "distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow"
+        )
+    if config.distribute == "mirrored" and backend != "tensorflow":
+        raise ConfigError(
+            "distribute=mirrored needs KERAS_BACKEND=tensorflow; use data_parallel with JAX"
+        )
+
+
+def check_batch_splits(config, cluster, devices):
+    """Each process's share of `batch_size` must split evenly over its `devices`."""
+    batch_size = config.batch_size // cluster.num_processes
+    if batch_size % devices:
+        share = (
+            f" gives {batch_size} images to each process, which"
+            if cluster.num_processes > 1
+            else ""
+        )
+        raise ConfigError(
+            f"batch_size {config.batch_size}{share} must be a multiple of the {devices} devices "
+            f"(distribute={config.distribute}); batch_size is the global batch"
+        )
+    print(f"Distributing each batch of {batch_size} over {devices} devices.", flush=True)
+
+
+def distribution_scope(config, cluster=multihost.SINGLE_PROCESS):
     """The scope under which the model is built and trained for `config.distribute`."""
+    check_distribute_mode(config)
     if config.distribute == "none":
         return contextlib.nullcontext()
-    backend = keras.backend.backend()
     if config.distribute == "data_parallel":
-        if backend != "jax":
-            raise ConfigError(
-                "distribute=data_parallel needs KERAS_BACKEND=jax; use mirrored with TensorFlow"
-            )
+        import jax
+
+        check_batch_splits(config, cluster, jax.local_device_count())
         # Each process feeds its own batches (multihost.ProcessBatches): Keras
         # cannot shard a PyDataset across processes.
         keras.distribution.set_distribution(
             keras.distribution.DataParallel(auto_shard_dataset=False)
         )
         return contextlib.nullcontext()
-    if config.distribute == "multiworker":
-        raise ConfigError(
-            "distribute=multiworker: Keras 3's fit does not run under TensorFlow's "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585); use mirrored on one machine"
-        )
-    if backend != "tensorflow":
-        raise ConfigError(
-            "distribute=mirrored needs KERAS_BACKEND=tensorflow; use data_parallel with JAX"
-        )
     import tensorflow as tf
 
     strategy = tf.distribute.MirroredStrategy()
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(
-            f"batch_size {config.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} replicas"
-        )
-    print(f"Distributing over {strategy.num_replicas_in_sync} replicas.", flush=True)
+    check_batch_splits(config, cluster, strategy.num_replicas_in_sync)
     return strategy.scope()
 
 
@@ -305,9 +377,9 @@ def compile_model(model, config, steps_per_epoch, lr_segments=None):
     )
 
 
-def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks=None):
-    """Train from the epoch after `state.epoch` to `config.epochs`, writing the run folder
-    (with `build_callbacks` unless `callbacks` are given)."""
+def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks):
+    """Train from the epoch after `state.epoch` to `config.epochs` with `callbacks`
+    (which write the run folder)."""
     print(
         f"Training {config.backbone} OS{config.output_stride} on {len(train_data.ids)} images "
         f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
@@ -321,17 +393,17 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks=N
     stream = TrainingStream(
         train_data, steps_per_epoch, state.epoch, workers=workers, worker_type=worker_type
     )
-    if callbacks is None:
-        callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))
+    # One finite epoch at a time: exactly steps_per_epoch optimizer steps an
+    # epoch, whatever steps_per_execution is (see EpochWindow).
+    window = EpochWindow(stream)
     with stream:
         model.fit(
-            stream,
+            window,
             validation_data=val_data,
             epochs=config.epochs,
             initial_epoch=state.epoch,
-            steps_per_epoch=steps_per_epoch,
             shuffle=False,
-            callbacks=callbacks,
+            callbacks=[FollowEpochs(window), *callbacks],
             verbose=config.verbose,
         )
     check_diverged(callbacks, config.run_dir)
@@ -345,6 +417,20 @@ def build_callbacks(config, run_dir, state, datasets=()):
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     return callbacks
+
+
+def process_callbacks(config, cluster, state, datasets):
+    """Process 0 writes the run folder (outside the distribution: see
+    `multihost.OnThisProcess`); the others only watch the loss."""
+    if not cluster.is_writer:
+        return [keras.callbacks.TerminateOnNaN(), multihost.DivergenceWatch()]
+    callbacks = build_callbacks(config, Path(config.run_dir), state, datasets)
+    return [
+        multihost.OnThisProcess(callback)
+        if isinstance(callback, run_folder.RunFolderCallback)
+        else callback
+        for callback in callbacks
+    ]
 
 
 def check_diverged(callbacks, run_dir):

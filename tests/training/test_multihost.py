@@ -65,7 +65,7 @@ def test_multi_host_needs_jax_and_says_so_in_one_line(demo_root, tmp_path, monke
         monkeypatch.setenv(key, value)
     arguments = tiny_train_args(demo_root, tmp_path / "run", "--distribute=data_parallel")
     assert train.main(arguments) == 2
-    assert "multi-host training needs KERAS_BACKEND=jax" in capsys.readouterr().err
+    assert "distribute=data_parallel needs KERAS_BACKEND=jax" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
