@@ -177,7 +177,7 @@ def test_jax_data_parallel_killed_and_rerun_equals_one_device(demo_root, tmp_pat
 def test_tensorflow_mirrored_on_two_logical_cpus_trains_and_validates(demo_root, tmp_path):
     """9 validation images at batch 4 (padded) over 2 replicas, 5 steps an epoch. The weights
     are not the one-device run's, even with frozen batch norm (measured: 8.5e-2 apart,
-    relative): each replica draws its own dropout mask."""
+    relative), most likely because each replica draws its own dropout mask (not isolated)."""
     recipe = ["--epochs=1", "--run_eagerly=true"]
     mirrored = _recipe(demo_root, tmp_path / "mirrored", *recipe, "--distribute=mirrored")
     result = _job([mirrored], {"RECIPE_LOGICAL_CPUS": "2"})
