@@ -107,8 +107,8 @@ def _attention(x, name, hidden=None):
         )
         weights = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_fc2")(weights)
     else:
-        weights = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_conv")(weights)
-        weights = layers.BatchNormalization(name=f"{name}_bn")(weights)
+        weights = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_attention")(weights)
+        weights = layers.BatchNormalization(name=f"{name}_attention_bn")(weights)
     weights = layers.Activation("sigmoid", name=f"{name}_sigmoid")(weights)
     return layers.Multiply(name=f"{name}_apply")([x, weights])
 

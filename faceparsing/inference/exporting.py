@@ -14,6 +14,7 @@ Quantized exports: float16 weights (TFLite, ONNX), dynamic-range int8 weights
 (TFLite, ONNX: onnxruntime's static quantization, QDQ, per channel).
 """
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -134,7 +135,7 @@ def export_onnx(model, out_path, image_size, metadata):
     spec = keras.InputSpec(
         shape=(None, image_size, image_size, 3), dtype="float32", name=ONNX_INPUT_NAME
     )
-    with atomic_path(out_path) as temp_path, warnings.catch_warnings():
+    with atomic_path(out_path) as temp_path, warnings.catch_warnings(), _scalar_add_fix():
         # Keras' numpy-2 patch of tf2onnx touches `np.object`, which warns.
         warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
         inference_twin(model).export(
@@ -142,6 +143,33 @@ def export_onnx(model, out_path, image_size, metadata):
             verbose=False,
         )  # fmt: skip
         finish_onnx(temp_path, metadata)
+
+
+@contextlib.contextmanager
+def _scalar_add_fix():
+    """Work around tf2onnx 1.17's transpose optimizer on Conv -> Add(scalar constant).
+
+    MobileNetV3's hard sigmoid adds 3.0 to a convolution's output; the
+    optimizer takes the scalar for a bias, fails on its empty shape and then
+    skips the whole pass, leaving the NHWC <-> NCHW transposes around every
+    convolution (142 in the fast recipe's graph, 1.3x slower). Such an add is
+    handled as any other node instead.
+    """
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
+
+    original = TransposeOptimizer._add_handler
+
+    def add_handler(self, transpose, node):
+        constant = node.inputs[1]
+        if constant.is_const() and constant.get_tensor_value(as_list=False).ndim == 0:
+            return self._handle_node_having_branches(transpose, node)
+        return original(self, transpose, node)
+
+    TransposeOptimizer._add_handler = add_handler
+    try:
+        yield
+    finally:
+        TransposeOptimizer._add_handler = original
 
 
 def finish_onnx(path, metadata):
@@ -229,9 +257,10 @@ def _quantize_onnx_int8(float_path, out_path, calibration):
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as folder:
-        # Folds batch norms and infers shapes, as onnxruntime's guide asks first.
+        # Folds batch norms and infers shapes, as onnxruntime's guide asks first
+        # (ONNX's own shape inference: the symbolic one gives up on the free batch).
         prepared = Path(folder) / "prepared.onnx"
-        quant_pre_process(str(float_path), str(prepared))
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared), str(out_path), _CalibrationReader(calibration),
             quant_format=QuantFormat.QDQ, per_channel=True,
