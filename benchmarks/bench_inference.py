@@ -14,7 +14,14 @@ Usage:
     python benchmarks/bench_inference.py [--recipes celebamask_hq_fast celebamask_hq_mobile]
         [--backends onnxruntime tflite keras] [--threads 1 2] [--precisions float int8]
         [--checkpoint runs/demo/best.keras] [--no-bisenet] [--rounds 20]
+    python benchmarks/bench_inference.py --recipes --checkpoint runs/demo/best.keras \
+        --data-root data/demo   # + the checkpoint's float16 / int8 ONNX against its float ONNX
     python benchmarks/bench_inference.py --smoke   # tiny, a few seconds (used by the tests)
+
+With `--checkpoint` and `--data-root`, the checkpoint is also exported as float, float16 and int8
+ONNX (int8 calibrated on the train split, `--calibration-images`), and each file is run over the
+`--split` (default test) split: argmax agreement with the float file at the model's size, mIoU
+against the labels at 512 (as evaluate.py measures) and file size.
 """
 
 import argparse
@@ -48,6 +55,9 @@ def parse_args(argv):
                         help="also time ONNX exports with free height and width")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=15, help="timed calls per row")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per row first")
+    parser.add_argument("--data-root", help="with --checkpoint: measure quantized quality here")
+    parser.add_argument("--split", default="test", help="split the quality is measured on")
+    parser.add_argument("--calibration-images", type=int, default=200)
     parser.add_argument("--smoke", action="store_true", help="tiny models, a few rounds")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -326,6 +336,66 @@ def print_table(rows, costs):
               f"| {row['precision']} | {row['threads']} | {row['ms']:.1f} |")  # fmt: skip
 
 
+class OnnxModel:
+    """An ONNX file behind the `predict_on_batch` of a Keras model."""
+
+    def __init__(self, path):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def predict_on_batch(self, images):
+        return self.session.run(None, {self.session.get_inputs()[0].name: images})[0]
+
+
+def quantized_quality(args, folder):
+    """Rows of (variant, MB, argmax agreement with float, mIoU) for --checkpoint's ONNX files."""
+    import numpy as np
+
+    from faceparsing.data.layout import split_ids
+    from faceparsing.data.samples import load_image, load_label
+    from faceparsing.inference.exporting import export
+    from faceparsing.inference.predict import predict_logits, resize_logits_to
+    from faceparsing.metrics import confusion_matrix, scores_from_confusion
+
+    paths = {}
+    for variant in ("none", "float16", "int8"):
+        paths[variant] = export(args.checkpoint, "onnx", folder / f"quality_{variant}.onnx",
+                                quantize=variant, calibration=args.data_root,
+                                calibration_count=args.calibration_images)  # fmt: skip
+    models = {variant: OnnxModel(path) for variant, path in paths.items()}
+    size = int(models["none"].session.get_inputs()[0].shape[1])
+    confusions = {variant: 0 for variant in paths}
+    agreeing = {variant: 0 for variant in paths}
+    pixels = 0
+    ids = split_ids(args.data_root, args.split)
+    for start in range(0, len(ids), 8):
+        batch_ids = ids[start : start + 8]
+        images = np.stack([load_image(args.data_root, i, size) for i in batch_ids])
+        labels = [load_label(args.data_root, i) for i in batch_ids]
+        logits = {variant: predict_logits(model, images) for variant, model in models.items()}
+        pixels += logits["none"][..., 0].size
+        for variant, values in logits.items():
+            agreeing[variant] += int((values.argmax(-1) == logits["none"].argmax(-1)).sum())
+            predictions = resize_logits_to(values, labels[0].shape).argmax(-1)
+            for label, prediction in zip(labels, predictions, strict=True):
+                confusions[variant] = confusions[variant] + confusion_matrix(label, prediction)
+    return [
+        (variant, paths[variant].stat().st_size / 1e6, agreeing[variant] / pixels,
+         scores_from_confusion(confusions[variant])["miou"], len(ids))
+        for variant in paths
+    ]  # fmt: skip
+
+
+def print_quality(rows, args):
+    print(f"\n{args.checkpoint} on {args.data_root} {args.split} ({rows[0][4]} images):")
+    print("| ONNX file | MB | argmax agreement with float | mIoU |")
+    print("|---|---|---|---|")
+    for variant, megabytes, agreement, miou, _ in rows:
+        name = "float" if variant == "none" else variant
+        print(f"| {name} | {megabytes:.2f} | {100 * agreement:.2f}% | {100 * miou:.2f} |")
+
+
 def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
@@ -335,6 +405,8 @@ def main(argv=None):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     rows, costs = [], {}
     with tempfile.TemporaryDirectory() as folder:
+        if args.checkpoint and args.data_root:
+            print_quality(quantized_quality(args, Path(folder)), args)
         for name, model, size in models(args):
             costs[name] = (*model_cost(model, size), size)
             print(f"exporting {name} at {size}x{size} ...", file=sys.stderr, flush=True)
