@@ -1,6 +1,6 @@
 """CelebAMask-HQ for Keras: the `CelebAMaskHQ` dataset, label merging, split and flip.
 
-The dataset reads the release exactly as it is unzipped (see README, "Dataset"):
+The dataset reads the release exactly as it is unzipped (see docs/dataset.md):
 
 ```
 root/CelebA-HQ-img/{k}.jpg                                  1024x1024 RGB JPEG
@@ -20,7 +20,7 @@ The code lives in `faceparsing/data/`: `layout` (paths, split), `samples`
 holds the command line.
 
 Usage:
-    python data_generator.py make-demo --out data/demo --num 200 [--seed 0]
+    python data_generator.py make-demo --out data/demo --num 200 [--seed 0] [--layout lapa]
     python data_generator.py check --data_root data/CelebAMask-HQ [--split all]
 """
 
@@ -38,7 +38,14 @@ from faceparsing.data.class_weights import (
     training_class_counts,
 )
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import SPLITS, image_path, part_path, read_mapping, split_ids
+from faceparsing.data.layout import (
+    SPLITS,
+    image_path,
+    open_layout,
+    part_path,
+    read_mapping,
+    split_ids,
+)
 from faceparsing.data.samples import TARGETS, LabelCache, load_image, merge_masks, read_mask
 from faceparsing.errors import DatasetError
 
@@ -64,6 +71,10 @@ def parse_args(argv):
     demo.add_argument("--out", required=True, help="output dataset root")
     demo.add_argument("--num", required=True, type=_positive_int, help="number of images")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument(
+        "--layout", default="celebamask_hq", choices=("celebamask_hq", "lapa"),
+        help="CelebAMask-HQ's release layout or LaPa's (11 classes)",
+    )  # fmt: skip
     check = commands.add_parser("check", help="scan a dataset and list every problem")
     check.add_argument("--data_root", required=True, help="dataset root")
     check.add_argument("--split", default="all", choices=SPLITS, help="split to scan")
@@ -73,8 +84,9 @@ def parse_args(argv):
 def make_demo(args):
     from faceparsing.data.synthetic import make_demo_dataset
 
-    make_demo_dataset(args.out, args.num, seed=args.seed)
-    counts = {split: len(split_ids(args.out, split)) for split in SPLITS[:3]}
+    make_demo_dataset(args.out, args.num, seed=args.seed, layout=args.layout)
+    layout = open_layout(args.out)
+    counts = {split: len(layout.split_ids(split)) for split in SPLITS[:3]}
     print(f"wrote {args.num} synthetic faces to {args.out} ({counts})")
     return 0
 

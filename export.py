@@ -7,8 +7,10 @@ Usage:
 The exported model takes float32 RGB in [0, 255] and returns logits; argmax
 over the last axis gives the label map. The graph is built at one size S, the
 run's `image_size` unless `--image_size` is given: SavedModel and TFLite take
-(1, S, S, 3) and return (1, S, S, 19); ONNX takes `images` (B, S, S, 3) of any
-batch and returns `logits` (B, S, S, 19) (it needs the `onnx` extra).
+(1, S, S, 3) and return (1, S, S, C), C the checkpoint's classes (19 for
+CelebAMask-HQ, 11 for LaPa); ONNX takes `images` (B, S, S, 3) of any batch and
+returns `logits` (B, S, S, C), its metadata naming the classes (`class_names`);
+it needs the `onnx` extra.
 `--dynamic_size` leaves height and width free, at a cost in speed (measured in
 docs/deployment.md). `--quantize int8` calibrates on `--calibration` (a dataset
 root or a folder of images; default: the run's data_root). The conversions

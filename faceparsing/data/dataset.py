@@ -2,12 +2,11 @@
 
 import logging
 import math
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from faceparsing.classes import NUM_CLASSES
+from faceparsing.classes import remap
 from faceparsing.data.augment import augment_sample
 from faceparsing.data.class_weights import (
     WEIGHT_SCHEMES,
@@ -17,7 +16,7 @@ from faceparsing.data.class_weights import (
     pixel_weights,
     training_class_counts,
 )
-from faceparsing.data.layout import split_ids
+from faceparsing.data.layout import open_layout
 from faceparsing.data.samples import (
     TARGETS,
     LabelCache,
@@ -50,7 +49,8 @@ class CelebAMaskHQ(keras.utils.PyDataset):
     epochs itself.
 
     Args:
-        root: str or Path. Dataset root in the release layout.
+        root: str, Path or layout object. Dataset root in CelebAMask-HQ's
+            release layout or LaPa's (detected; see `faceparsing.data.layout`).
         split: str. "train", "val", "test" or "all" (official split).
             Defaults to "train".
         batch_size: int. Defaults to 8.
@@ -77,6 +77,9 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             Defaults to None.
         drop_remainder: bool. Leave out the last, smaller batch (training:
             every step has the same shape). Defaults to False.
+        class_map: dict, str or None. Merges or drops the data's classes
+            (`faceparsing.classes.remap`); `class_set` is the result.
+            Defaults to None (the data's own classes).
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of
             `keras.utils.PyDataset`.
 
@@ -103,6 +106,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         skip_bad_samples=False,
         max_weight=None,
         drop_remainder=False,
+        class_map=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -110,14 +114,19 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         _check_positive_int("image_size", image_size)
         if target not in TARGETS:
             raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
-        self.root = Path(root)
+        self.layout = open_layout(root)
+        self.root = self.layout.root
         self.split = split
-        self.ids = list(split_ids(root, split) if ids is None else ids)
+        self.ids = list(self.layout.split_ids(split) if ids is None else ids)
         if not self.ids:
             raise DatasetError(f"split {split!r} of {root} has no images")
         self.batch_size = batch_size
         self.image_size = image_size
-        self.num_classes = NUM_CLASSES
+        self.class_map = class_map
+        self.class_set, self._label_table = self.layout.class_set, None
+        if class_map:
+            self.class_set, self._label_table = remap(self.layout.class_set, class_map)
+        self.num_classes = self.class_set.num_classes
         self.target = target
         self.class_weights = class_weights
         self.max_weight = max_weight
@@ -134,7 +143,8 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             )
         self.bad_samples = []
         self._pydataset_kwargs = kwargs
-        self._label_cache = LabelCache(root, cache_dir) if cache_dir else None
+        merged_labels = cache_dir and self.layout.kind == "celebamask_hq"
+        self._label_cache = LabelCache(self.root, cache_dir) if merged_labels else None
         self._class_weight_vector = self._resolve_class_weights(class_weights)
         self._order_cache = None
         self.set_epoch(0)
@@ -149,11 +159,11 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         if self._class_weight_vector is not None:
             weights = self._class_weight_vector
         return CelebAMaskHQ(
-            self.root, self.split, self.batch_size, self.image_size, self.target,
+            self.layout, self.split, self.batch_size, self.image_size, self.target,
             weights, self.augment, self.shuffle, self.seed, self.cache_dir,
             ids=self.ids[index::num_shards], skip_bad_samples=self.skip_bad_samples,
             max_weight=self.max_weight, drop_remainder=self.drop_remainder,
-            **self._pydataset_kwargs,
+            class_map=self.class_map, **self._pydataset_kwargs,
         )  # fmt: skip
 
     def set_epoch(self, epoch):
@@ -192,7 +202,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         # threads and on the way to the device, where the model casts them.
         images = np.stack([image for image, _ in samples])
         labels = np.stack([label for _, label in samples])
-        targets = encode_targets(labels, self.target)
+        targets = encode_targets(labels, self.target, self.num_classes)
         if self.class_weights is None:
             return images, targets
         return images, targets, self._pixel_weights(labels)
@@ -203,12 +213,15 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         Augmented with the generator of (seed, epoch, image_id); `epoch`
         defaults to the current one.
         """
-        image = load_image(self.root, image_id, self.image_size)
-        label = resize_label(load_label(self.root, image_id, self._label_cache), self.image_size)
+        image = load_image(self.layout, image_id, self.image_size)
+        label = load_label(self.layout, image_id, self._label_cache)
+        if self._label_table is not None:
+            label = self._label_table[label]
+        label = resize_label(label, self.image_size)
         if self.augment:
             epoch = self.epoch if epoch is None else int(epoch)
             rng = np.random.default_rng((self.seed, epoch, image_id))
-            image, label = augment_sample(image, label, rng)
+            image, label = augment_sample(image, label, rng, self.class_set)
         return image, label
 
     def _load_readable_sample(self, position, epoch):
@@ -231,7 +244,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
 
     def _pixel_weights(self, labels):
         if self.class_weights == "per_image":
-            return per_image_pixel_weights(labels, self.max_weight)
+            return per_image_pixel_weights(labels, self.max_weight, self.num_classes)
         return pixel_weights(labels, self._class_weight_vector)
 
     def _resolve_class_weights(self, class_weights):
@@ -241,11 +254,13 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             if class_weights not in WEIGHT_SCHEMES:
                 raise ConfigError(
                     f"class_weights must be None, one of {WEIGHT_SCHEMES} or "
-                    f"{NUM_CLASSES} floats, got {class_weights!r}"
+                    f"{self.num_classes} floats, got {class_weights!r}"
                 )
-            counts = training_class_counts(self.root, self.ids, self.cache_dir)
+            counts = training_class_counts(
+                self.layout, self.ids, self.cache_dir, self._label_table, self.num_classes
+            )
             return class_weights_from_counts(counts, class_weights, self.max_weight)
-        vector = check_weight_vector(class_weights)
+        vector = check_weight_vector(class_weights, self.num_classes)
         return vector if self.max_weight is None else np.minimum(vector, self.max_weight)
 
 

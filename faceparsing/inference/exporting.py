@@ -6,8 +6,9 @@ runtimes' own dilated convolutions only at a known size (at a free size ONNX
 gets a space-to-batch detour that is 1.3-2.5x slower, docs/deployment.md).
 `dynamic_size=True` leaves height and width free instead. The SavedModel and
 TFLite models take float32 RGB in [0, 255] of shape (1, S, S, 3) and return
-logits (1, S, S, 19); the ONNX model takes any batch: input `images`
-(B, S, S, 3), output `logits` (B, S, S, 19).
+logits (1, S, S, C), C the checkpoint's classes (19 for CelebAMask-HQ);
+the ONNX model takes any batch: input `images` (B, S, S, 3), output `logits`
+(B, S, S, C); its metadata names the classes (`class_names`, `class_set`).
 
 Quantized exports: float16 weights (TFLite, ONNX), dynamic-range int8 weights
 (TFLite) and int8 weights and activations calibrated on a few hundred images
@@ -16,6 +17,7 @@ Quantized exports: float16 weights (TFLite, ONNX), dynamic-range int8 weights
 
 import contextlib
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -27,7 +29,7 @@ import numpy as np
 
 from faceparsing import __version__
 from faceparsing.checkpoints import load_checkpoint, run_config
-from faceparsing.classes import CLASS_NAMES
+from faceparsing.classes import CELEBAMASK_HQ, class_set_of
 from faceparsing.data.layout import MAPPING_FILE, image_path, split_ids
 from faceparsing.errors import ConfigError, UserError
 from faceparsing.files import atomic_path, atomic_write_bytes
@@ -203,14 +205,14 @@ def finish_onnx(path, metadata):
     onnx.save(proto, str(path))
 
 
-def onnx_metadata(image_size, quantize="none"):
-    """What a deployment reads from the ONNX file: the training size, the class names, ...
-
-    One entry per fact; a new fact is one more key.
-    """
+def onnx_metadata(image_size, class_set=CELEBAMASK_HQ, quantize="none"):
+    """What a deployment reads from the ONNX file: the training size, the class set
+    (`class_names` comma-separated by id; `class_set` its JSON with palette and flip pairs)
+    and the quantization. One entry per fact; a new fact is one more key."""
     return {
         "image_size": str(image_size),
-        "class_names": ",".join(CLASS_NAMES),
+        "class_names": ",".join(class_set.names),
+        "class_set": json.dumps(class_set.to_config()),
         "input": "float32 RGB in [0, 255], (batch, height, width, 3)",
         "output": "logits (batch, height, width, classes); argmax over the last axis",
         "quantization": quantize,
@@ -417,7 +419,7 @@ def export(
     if calibration_source is not None:
         calibration_set = calibration_images(calibration_source, size, calibration_count)
     if export_format == "onnx":
-        metadata = onnx_metadata(size or trained_size, quantize)
+        metadata = onnx_metadata(size or trained_size, class_set_of(model), quantize)
         if quantize == "none":
             export_onnx(model, out, size, metadata)
             return out
