@@ -56,10 +56,10 @@ class TrainConfig:
     use_multiprocessing: bool = False  # removed (true is refused): threads scale, forks hang JAX
     skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping
     # --- model ---
-    backbone: str = "resnet50"  # resnet50|resnet101|mobilenetv2|xception
+    backbone: str = "resnet50"  # BACKBONES in model/backbones.py: resnet, mobilenet, xception
     output_stride: int = 16  # 16 is the paper's speed/accuracy trade-off; 8 is finer and slower
     weights: str = "imagenet"  # imagenet|none|<path to backbone .weights.h5>
-    alpha: float = 1.0  # MobileNetV2 width multiplier
+    alpha: float = 1.0  # MobileNet width multiplier (V3 with ImageNet weights: 0.75 or 1.0)
     aspp_filters: int = 256  # paper value
     decoder_filters: int = 256  # paper value
     dropout: float = 0.1  # after the ASPP projection

@@ -62,3 +62,12 @@ def test_image_size_must_be_positive(trained_run, tmp_path, capsys):
                  f"--out={tmp_path / 'm.onnx'}", "--image_size=0"]  # fmt: skip
     assert export.main(arguments) == 2
     assert "--image_size must be a positive number of pixels, got 0" in capsys.readouterr().err
+
+
+def test_dynamic_size_and_image_size_conflict_is_one_line_exit_2(trained_run, tmp_path, capsys):
+    arguments = [f"--checkpoint={trained_run / 'best.keras'}", "--format=onnx",
+                 f"--out={tmp_path / 'm.onnx'}", "--image_size=64", "--dynamic_size"]  # fmt: skip
+    assert export.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--image_size and --dynamic_size exclude each other" in error
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,12 +1,21 @@
 """Export a checkpoint for deployment: Keras, TensorFlow SavedModel, TFLite or ONNX.
 
-The exported SavedModel/TFLite take float32 RGB in [0, 255] of shape
-(1, S, S, 3) and return logits (1, S, S, C), C the checkpoint's classes (19
-for CelebAMask-HQ). The ONNX model takes any batch (and, unless a size is
-given, any height and width): input `images` (B, H, W, 3), output `logits`
-(B, H, W, C); its metadata names the classes (`class_names`, `class_set`).
+Every graph is written at one input size S, the run's training size unless
+another is given, because converters turn dilated convolutions into the
+runtimes' own dilated convolutions only at a known size (at a free size ONNX
+gets a space-to-batch detour that is 1.3-2.5x slower, docs/deployment.md).
+`dynamic_size=True` leaves height and width free instead. The SavedModel and
+TFLite models take float32 RGB in [0, 255] of shape (1, S, S, 3) and return
+logits (1, S, S, C), C the checkpoint's classes (19 for CelebAMask-HQ);
+the ONNX model takes any batch: input `images` (B, S, S, 3), output `logits`
+(B, S, S, C); its metadata names the classes (`class_names`, `class_set`).
+
+Quantized exports: float16 weights (TFLite, ONNX), dynamic-range int8 weights
+(TFLite) and int8 weights and activations calibrated on a few hundred images
+(TFLite, ONNX: onnxruntime's static quantization, QDQ, per channel).
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -21,12 +30,23 @@ import numpy as np
 from faceparsing import __version__
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.classes import CELEBAMASK_HQ, class_set_of
+from faceparsing.data.layout import MAPPING_FILE, image_path, split_ids
 from faceparsing.errors import ConfigError, UserError
 from faceparsing.files import atomic_path, atomic_write_bytes
+from faceparsing.images import list_images, read_rgb_resized
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
 
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
-QUANTIZATIONS = ("none", "float16", "dynamic")
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+# The quantizations each format has (keras and savedmodel: none).
+FORMAT_QUANTIZATIONS = {"tflite": QUANTIZATIONS, "onnx": ("none", "float16", "int8")}
+# Calibration images for int8: a few hundred cover the activation ranges of
+# faces (onnxruntime's and TFLite's guides suggest 100-500).
+CALIBRATION_IMAGES = 200
+# Images run through the model per calibration step, and how many steps'
+# activations onnxruntime holds before merging their ranges (memory bound).
+CALIBRATION_BATCH = 4
+CALIBRATION_MERGE_EVERY = 8
 
 ONNX_INPUT_NAME = "images"
 ONNX_OUTPUT_NAME = "logits"
@@ -45,16 +65,23 @@ class MissingPackageError(UserError, ModuleNotFoundError):
 
 
 def fixed_size_model(model, size):
-    """Wrap `model` with a static (size, size, 3) input, as TFLite needs."""
+    """Wrap `model` with a (1, size, size, 3) input (size None: free height and width)."""
     inputs = keras.Input((size, size, 3), batch_size=1, name="image")
-    return keras.Model(inputs, model(inputs), name=f"{model.name}_{size}")
+    return keras.Model(inputs, model(inputs), name=f"{model.name}_{size or 'any'}")
 
 
 def export_savedmodel(model, out_dir):
     model.export(str(out_dir), format="tf_saved_model", verbose=False)
 
 
-def export_tflite(model, out_path, quantize):
+def export_tflite(model, out_path, quantize, calibration=None):
+    """Write `model` (a fixed_size_model) as TFLite.
+
+    Args:
+        quantize: str. "none", "float16" (weights), "dynamic" (int8 weights)
+            or "int8" (int8 weights and activations, float32 input and output).
+        calibration: float32 array (N, S, S, 3) or None. Images for "int8".
+    """
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as saved_dir:
@@ -64,6 +91,8 @@ def export_tflite(model, out_path, quantize):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":
+            converter.representative_dataset = lambda: ([image[None]] for image in calibration)
         flatbuffer = converter.convert()
     atomic_write_bytes(out_path, flatbuffer)
 
@@ -101,14 +130,14 @@ def inference_twin(model):
 
 
 def export_onnx(model, out_path, image_size, metadata):
-    """Write `model` as ONNX: any batch, and any height and width unless `image_size`.
+    """Write `model` as ONNX: any batch, (image_size, image_size) or, for None, any size.
 
     Needs ONNX_PACKAGES (see `require_packages`).
     """
     spec = keras.InputSpec(
         shape=(None, image_size, image_size, 3), dtype="float32", name=ONNX_INPUT_NAME
     )
-    with atomic_path(out_path) as temp_path, warnings.catch_warnings():
+    with atomic_path(out_path) as temp_path, warnings.catch_warnings(), _scalar_add_fix():
         # Keras' numpy-2 patch of tf2onnx touches `np.object`, which warns.
         warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
         inference_twin(model).export(
@@ -116,6 +145,33 @@ def export_onnx(model, out_path, image_size, metadata):
             verbose=False,
         )  # fmt: skip
         finish_onnx(temp_path, metadata)
+
+
+@contextlib.contextmanager
+def _scalar_add_fix():
+    """Work around tf2onnx 1.17's transpose optimizer on Conv -> Add(scalar constant).
+
+    MobileNetV3's hard sigmoid adds 3.0 to a convolution's output; the
+    optimizer takes the scalar for a bias, fails on its empty shape and then
+    skips the whole pass, leaving the NHWC <-> NCHW transposes around every
+    convolution (142 in the fast recipe's graph, 1.3x slower). Such an add is
+    handled as any other node instead.
+    """
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
+
+    original = TransposeOptimizer._add_handler
+
+    def add_handler(self, transpose, node):
+        constant = node.inputs[1]
+        if constant.is_const() and constant.get_tensor_value(as_list=False).ndim == 0:
+            return self._handle_node_having_branches(transpose, node)
+        return original(self, transpose, node)
+
+    TransposeOptimizer._add_handler = add_handler
+    try:
+        yield
+    finally:
+        TransposeOptimizer._add_handler = original
 
 
 def finish_onnx(path, metadata):
@@ -149,17 +205,90 @@ def finish_onnx(path, metadata):
     onnx.save(proto, str(path))
 
 
-def onnx_metadata(image_size, class_set=CELEBAMASK_HQ):
-    """What a deployment reads from the ONNX file: the training size and the class set
-    (`class_names` comma-separated by id; `class_set` its JSON with palette and flip pairs)."""
+def onnx_metadata(image_size, class_set=CELEBAMASK_HQ, quantize="none"):
+    """What a deployment reads from the ONNX file: the training size, the class set
+    (`class_names` comma-separated by id; `class_set` its JSON with palette and flip pairs)
+    and the quantization. One entry per fact; a new fact is one more key."""
     return {
         "image_size": str(image_size),
         "class_names": ",".join(class_set.names),
         "class_set": json.dumps(class_set.to_config()),
         "input": "float32 RGB in [0, 255], (batch, height, width, 3)",
         "output": "logits (batch, height, width, classes); argmax over the last axis",
+        "quantization": quantize,
         "faceparsing_version": __version__,
     }
+
+
+class _CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over an array of images."""
+
+    def __init__(self, images, batch_size=CALIBRATION_BATCH):
+        self.batches = iter(np.array_split(images, max(1, len(images) // batch_size)))
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {ONNX_INPUT_NAME: batch}
+
+
+def quantize_onnx(float_path, out_path, quantize, calibration=None):
+    """Write a float16 or int8 copy of the float ONNX file `float_path`, metadata kept.
+
+    int8 is onnxruntime's static quantization: QDQ format (runs on every
+    execution provider), int8 weights per output channel and int8 activations
+    whose ranges are the min/max over `calibration` (float32 (N, S, S, 3)).
+    """
+    import onnx
+
+    metadata = {prop.key: prop.value for prop in onnx.load(str(float_path)).metadata_props}
+    with atomic_path(out_path) as temp_path:
+        if quantize == "float16":
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            proto = convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True)
+            onnx.save(proto, str(temp_path))
+        else:
+            _quantize_onnx_int8(float_path, temp_path, calibration)
+        proto = onnx.load(str(temp_path))
+        onnx.helper.set_model_props(proto, {**metadata, "quantization": quantize})
+        onnx.save(proto, str(temp_path))
+
+
+def _quantize_onnx_int8(float_path, out_path, calibration):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as folder:
+        # Folds batch norms and infers shapes, as onnxruntime's guide asks first
+        # (ONNX's own shape inference: the symbolic one gives up on the free batch).
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(out_path), _CalibrationReader(calibration),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_MERGE_EVERY},
+        )  # fmt: skip
+
+
+def calibration_images(source, image_size, count=CALIBRATION_IMAGES):
+    """Up to `count` images, spread evenly over `source`, as float32 (N, S, S, 3) in [0, 255].
+
+    Args:
+        source: str or Path. A dataset root in the release layout (its train
+            split is used), a folder of images or a glob pattern.
+        image_size: int. The export's input size S.
+        count: int. How many images at most.
+    """
+    source = Path(source)
+    if (source / MAPPING_FILE).is_file():
+        paths = [image_path(source, image_id) for image_id in split_ids(source, "train")]
+    else:
+        paths = list_images(source)
+    if not paths:
+        raise ConfigError(f"--calibration {source}: no images found (expected a folder of images)")
+    chosen = np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int))
+    return np.stack([read_rgb_resized(paths[i], image_size) for i in chosen]).astype("float32")
 
 
 def onnx_agreement(model, onnx_path, batches):
@@ -209,39 +338,99 @@ def replace_folder(out, write):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def export(checkpoint, export_format, out, quantize="none", image_size=None):
+def training_size(checkpoint, model):
+    """The input size `checkpoint` was trained at: its run's config, else the model's
+    own static input size, else the default config's."""
+    if (Path(checkpoint).parent / "config.yaml").exists():
+        return run_config(checkpoint).image_size
+    height, width = tuple(model.input_shape)[1:3]
+    if isinstance(height, int) and height == width:
+        return height
+    return run_config(checkpoint).image_size
+
+
+def _check_export_options(export_format, quantize, image_size, dynamic_size, calibration_count):
+    if keras.backend.backend() != "tensorflow" and export_format != "keras":
+        raise ConfigError(f"--format {export_format} needs KERAS_BACKEND=tensorflow")
+    allowed = FORMAT_QUANTIZATIONS.get(export_format, ("none",))
+    if quantize not in allowed:
+        raise ConfigError(
+            f"--quantize {quantize} is not available for --format {export_format} "
+            f"(it has: {', '.join(allowed)})"
+        )
+    if image_size is not None and image_size < 1:
+        raise ConfigError(f"--image_size must be a positive number of pixels, got {image_size}")
+    if calibration_count < 1:
+        raise ConfigError(f"--calibration_images must be at least 1, got {calibration_count}")
+    if image_size is not None and dynamic_size:
+        raise ConfigError("--image_size and --dynamic_size exclude each other: pick one")
+    if dynamic_size and export_format == "keras":
+        raise ConfigError("--dynamic_size applies to savedmodel, tflite and onnx (keras is free)")
+    if quantize == "int8" and dynamic_size:
+        raise ConfigError("--quantize int8 needs a fixed size: drop --dynamic_size")
+    if export_format == "onnx":
+        require_packages(ONNX_PACKAGES, "--format onnx", ONNX_INSTALL_HINT)
+        if quantize != "none":
+            require_packages(("onnxruntime",), "--quantize", ONNX_INSTALL_HINT)
+
+
+def _calibration_source(checkpoint, calibration):
+    """The folder int8 calibrates on: `calibration`, else the run's dataset."""
+    source = Path(calibration or run_config(checkpoint).data_root)
+    if not source.exists():
+        given = "--calibration" if calibration else "the run's data_root (pass --calibration DIR)"
+        raise ConfigError(f"--quantize int8 needs calibration images: {given} {source} not found")
+    return source
+
+
+def export(
+    checkpoint, export_format, out, quantize="none", image_size=None, dynamic_size=False,
+    calibration=None, calibration_count=CALIBRATION_IMAGES,
+):  # fmt: skip
     """Write `checkpoint` in `export_format` to `out`; return the output path.
 
     Args:
         checkpoint: str or Path. The `.keras` checkpoint.
         export_format: str. One of `EXPORT_FORMATS`.
-        out: str or Path. Output file (.keras/.tflite) or folder (savedmodel).
-        quantize: str. TFLite weights: "none", "float16" or "dynamic" (int8).
-        image_size: int or None. Fixed input size; defaults to the run's
-            (for ONNX: any size, the run's being recorded in the metadata).
+        out: str or Path. Output file (.keras/.tflite/.onnx) or folder (savedmodel).
+        quantize: str. One of `FORMAT_QUANTIZATIONS[export_format]`: "float16"
+            weights, "dynamic" int8 weights (TFLite), "int8" weights and
+            activations calibrated on `calibration`.
+        image_size: int or None. Input size; defaults to the run's (`training_size`).
+        dynamic_size: bool. Leave height and width free (slower: see the module
+            docstring). Defaults to False.
+        calibration: str, Path or None. int8 calibration images: a dataset root
+            (train split) or a folder of images. Defaults to the run's data_root.
+        calibration_count: int. Calibration images used at most.
     """
-    if keras.backend.backend() != "tensorflow" and export_format != "keras":
-        raise ConfigError(f"--format {export_format} needs KERAS_BACKEND=tensorflow")
-    if quantize != "none" and export_format != "tflite":
-        raise ConfigError("--quantize applies to --format tflite only")
-    if image_size is not None and image_size < 1:
-        raise ConfigError(f"--image_size must be a positive number of pixels, got {image_size}")
-    if export_format == "onnx":
-        require_packages(ONNX_PACKAGES, "--format onnx", ONNX_INSTALL_HINT)
+    _check_export_options(export_format, quantize, image_size, dynamic_size, calibration_count)
+    calibration_source = (
+        _calibration_source(checkpoint, calibration) if quantize == "int8" else None
+    )
     out = Path(out)
     model = load_checkpoint(checkpoint)
     if export_format == "keras":
         with atomic_path(out) as temp_path:
             model.save(temp_path)
         return out
+    trained_size = training_size(checkpoint, model)
+    size = None if dynamic_size else image_size or trained_size
+    calibration_set = None
+    if calibration_source is not None:
+        calibration_set = calibration_images(calibration_source, size, calibration_count)
     if export_format == "onnx":
-        training_size = run_config(checkpoint).image_size
-        metadata = onnx_metadata(image_size or training_size, class_set_of(model))
-        export_onnx(model, out, image_size, metadata)
+        metadata = onnx_metadata(size or trained_size, class_set_of(model), quantize)
+        if quantize == "none":
+            export_onnx(model, out, size, metadata)
+            return out
+        with tempfile.TemporaryDirectory() as folder:
+            float_path = Path(folder) / "float.onnx"
+            export_onnx(model, float_path, size, metadata)
+            quantize_onnx(float_path, out, quantize, calibration_set)
         return out
-    model = fixed_size_model(model, image_size or run_config(checkpoint).image_size)
+    model = fixed_size_model(inference_twin(model), size)
     if export_format == "tflite":
-        export_tflite(model, out, quantize)
+        export_tflite(model, out, quantize, calibration_set)
     else:
         replace_folder(out, lambda folder: export_savedmodel(model, folder))
     return out

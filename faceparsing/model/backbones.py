@@ -33,7 +33,20 @@ BACKBONES = {
     # channels); the 1280-channel Conv_1 head would quadruple ASPP's cost.
     "mobilenetv2": BackboneSpec("MobileNetV2", "tf", "block_3_expand_relu", "block_16_project_BN"),
     "xception": BackboneSpec("Xception", "tf", "block3_sepconv1_act", "block14_sepconv2_act"),
+    # MobileNetV3 (Howard et al., ICCV 2019) likewise stops at its last block
+    # (160 / 96 channels), not the 960 / 576-channel conv_1; the stride-4
+    # features are the last block at that stride (its own names, as the
+    # activations are numbered per session). Its own [0, 255] -> [-1, 1]
+    # rescaling is left out: the model's "tf" preprocessing layer does it.
+    "mobilenetv3large": BackboneSpec(
+        "MobileNetV3Large", "tf", "expanded_conv_2_add", "expanded_conv_14_add"
+    ),
+    "mobilenetv3small": BackboneSpec(
+        "MobileNetV3Small", "tf", "expanded_conv_project_bn", "expanded_conv_10_add"
+    ),
 }
+# Backbones whose constructor takes a width multiplier `alpha`.
+WIDTH_MULTIPLIED = ("mobilenetv2", "mobilenetv3large", "mobilenetv3small")
 
 
 class PretrainedWeightsUnavailableError(UserError, OSError):
@@ -59,7 +72,9 @@ def check_output_stride(output_stride):
 def _plain_application(backbone, alpha, weights):
     """The keras.applications network (include_top=False) at the probe size."""
     spec = check_backbone(backbone)
-    kwargs = {"alpha": alpha} if backbone == "mobilenetv2" else {}
+    kwargs = {"alpha": alpha} if backbone in WIDTH_MULTIPLIED else {}
+    if spec.application.startswith("MobileNetV3"):
+        kwargs["include_preprocessing"] = False
     constructor = getattr(keras.applications, spec.application)
     shape = (_STRIDE_PROBE_SIZE, _STRIDE_PROBE_SIZE, 3)
     return constructor(include_top=False, weights=weights, input_shape=shape, **kwargs)
@@ -149,7 +164,7 @@ def build_atrous_backbone(
         backbone: str. One of `BACKBONES`.
         output_stride: int. 8, 16 or 32 (32 = the plain network).
         weights: None, "imagenet" or a path (see `DeepLabV3Plus`).
-        alpha: float. MobileNetV2 width multiplier.
+        alpha: float. MobileNet width multiplier (see WIDTH_MULTIPLIED).
         input_shape: tuple. Shape of the preprocessed images.
         fast_atrous: bool. Use the space-to-batch atrous layers.
         batchnorm_momentum: float or None. Overrides the momentum of every

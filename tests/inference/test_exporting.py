@@ -30,13 +30,6 @@ def test_tflite_export_matches_keras(trained_run, tmp_path, quantize, tolerance)
     np.testing.assert_allclose(lite, expected, atol=tolerance * max(1.0, np.abs(expected).max()))
 
 
-def test_quantize_needs_tflite(trained_run, tmp_path):
-    with pytest.raises(ValueError, match="--quantize applies to --format tflite only"):
-        exporting.export(
-            trained_run / "best.keras", "keras", tmp_path / "m.keras", quantize="float16"
-        )
-
-
 def test_savedmodel_export_serves_the_same_logits(trained_run, tmp_path):
     import tensorflow as tf
 

@@ -23,8 +23,47 @@ MIN_ARGMAX_AGREEMENT = 0.999
 def onnx_file(trained_run, tmp_path_factory):
     """The tiny run's checkpoint exported with free batch, height and width."""
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    assert exporting.export(trained_run / "best.keras", "onnx", out) == out
+    assert exporting.export(trained_run / "best.keras", "onnx", out, dynamic_size=True) == out
     return out
+
+
+@pytest.fixture(scope="module")
+def fixed_onnx_file(trained_run, tmp_path_factory):
+    """The default export: the run's training size (32), free batch."""
+    out = tmp_path_factory.mktemp("onnx") / "fixed.onnx"
+    return exporting.export(trained_run / "best.keras", "onnx", out)
+
+
+def dilations(proto):
+    """The largest dilation of each Conv node of an ONNX graph."""
+    return [
+        max(attribute.ints)
+        for node in proto.graph.node
+        if node.op_type == "Conv"
+        for attribute in node.attribute
+        if attribute.name == "dilations"
+    ]
+
+
+def test_default_export_is_fixed_size_with_dilated_convolutions(
+    fixed_onnx_file, onnx_file, keras_model
+):
+    import onnx
+
+    fixed, free = onnx.load(str(fixed_onnx_file)), onnx.load(str(onnx_file))
+    runtime = session(fixed_onnx_file)
+    assert runtime.get_inputs()[0].shape == ["batch", 32, 32, 3]
+    assert runtime.get_outputs()[0].shape == ["batch", 32, 32, NUM_CLASSES]
+    # The dilated convolutions stay ONNX Conv nodes: the tiny model's 3 ASPP
+    # branches and its last stage's depthwise convolutions (rate 2).
+    assert sum(rate > 1 for rate in dilations(fixed)) >= 3
+    assert not [node.name for node in fixed.graph.node if "SpaceToBatch" in node.name]
+    # At a free size the converter leaves space-to-batch detours instead.
+    assert not any(rate > 1 for rate in dilations(free))
+    assert len(fixed.graph.node) < len(free.graph.node)
+    images = random_images(2, 32, 32, 3, seed=8)
+    agreement = exporting.onnx_agreement(keras_model, fixed_onnx_file, [images])
+    assert agreement["relative_max_error"] <= MAX_RELATIVE_ERROR
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +92,7 @@ def test_onnxruntime_logits_match_keras(keras_model, onnx_file, shape):
 
 
 def test_names_free_axes_and_metadata(onnx_file):
+    """The --dynamic_size export: free batch, height and width."""
     runtime = session(onnx_file)
     (image,) = runtime.get_inputs()
     (logits,) = runtime.get_outputs()

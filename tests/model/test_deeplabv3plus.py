@@ -24,6 +24,8 @@ from faceparsing.model import cost, deeplabv3plus
         ("resnet101", 16),
         ("xception", 16),
         ("xception", 8),
+        ("mobilenetv3large", 16),
+        ("mobilenetv3small", 32),
     ],
 )
 def test_output_shape_dtype_and_strides(backbone, output_stride):
@@ -43,8 +45,9 @@ def test_output_shape_dtype_and_strides(backbone, output_stride):
         assert all(64 // stride - 1 <= size <= 64 // stride for size in feature.shape[1:3])
 
 
-def test_save_and_load_without_custom_objects(tmp_path):
-    model = tiny_model(output_stride=8)
+@pytest.mark.parametrize("backbone", ["mobilenetv2", "mobilenetv3large"])
+def test_save_and_load_without_custom_objects(tmp_path, backbone):
+    model = tiny_model(backbone, output_stride=8)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)

@@ -1,0 +1,426 @@
+"""Deployment latency of each shipped recipe: parameters, GMACs and CPU inference time.
+
+For each recipe in configs/*.yaml (random weights, at its own image_size) and an optional
+trained checkpoint: parameters, multiply-adds, and the median latency of one image (batch 1)
+in Keras, onnxruntime and TFLite, at 1 and 2 threads, float and int8. BiSeNet-R18 (Yu et al.,
+ECCV 2018; the ResNet-18 face parser most applications use) is rebuilt here in Keras with random
+weights, so it is timed side by side in the same process on the same CPU.
+
+All models are exported and loaded first; then every (model, runtime, threads) row is timed in
+turn, one call each, over interleaved rounds, so a shared machine's noise hits every row alike.
+Medians are printed with the load average before and after.
+
+Usage:
+    python benchmarks/bench_inference.py [--recipes celebamask_hq_fast celebamask_hq_mobile]
+        [--backends onnxruntime tflite keras] [--threads 1 2] [--precisions float int8]
+        [--checkpoint runs/demo/best.keras] [--no-bisenet] [--rounds 20]
+    python benchmarks/bench_inference.py --recipes --checkpoint runs/demo/best.keras \
+        --data-root data/demo   # + the checkpoint's float16 / int8 ONNX against its float ONNX
+    python benchmarks/bench_inference.py --smoke   # tiny, a few seconds (used by the tests)
+
+With `--checkpoint` and `--data-root`, the checkpoint is also exported as float, float16 and int8
+ONNX (int8 calibrated on the train split, `--calibration-images`), and each file is run over the
+`--split` (default test) split: argmax agreement with the float file at the model's size, mIoU
+against the labels at 512 (as evaluate.py measures) and file size.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faceparsing  # noqa: F401  (sets TensorFlow's log level before Keras loads)
+
+REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ("onnxruntime", "tflite", "keras")
+PRECISIONS = ("float", "int8")
+# int8 calibration only sets activation ranges; for timing a few random images do.
+TIMING_CALIBRATION_IMAGES = 4
+
+
+def parse_args(argv):
+    recipes = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="*", choices=recipes, default=recipes)
+    parser.add_argument("--checkpoint", help="a trained .keras checkpoint to time as well")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--image-size", type=int, help="override every model's input size")
+    parser.add_argument("--no-bisenet", action="store_true", help="skip the BiSeNet-R18 row")
+    parser.add_argument("--dynamic-size", action="store_true",
+                        help="also time ONNX exports with free height and width")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=15, help="timed calls per row")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per row first")
+    parser.add_argument("--data-root", help="with --checkpoint: measure quantized quality here")
+    parser.add_argument("--split", default="test", help="split the quality is measured on")
+    parser.add_argument("--calibration-images", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="tiny models, a few rounds")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.recipes, args.image_size, args.rounds, args.warmup = ["demo"], 32, 2, 1
+        args.threads = [1]
+    return args
+
+
+# --------------------------------------------------------------------------
+# BiSeNet-R18, as the popular face-parsing port builds it (inference output only).
+# --------------------------------------------------------------------------
+
+
+def _conv_bn_relu(x, filters, kernel_size, name, strides=1, relu=True):
+    from keras import layers
+
+    x = layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _basic_block(x, filters, strides, name):
+    from keras import layers
+
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn_relu(x, filters, 1, f"{name}_down", strides, relu=False)
+    y = _conv_bn_relu(x, filters, 3, f"{name}_conv1", strides)
+    y = _conv_bn_relu(y, filters, 3, f"{name}_conv2", relu=False)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def _resnet18(x):
+    """ResNet-18's features at strides 8, 16 and 32."""
+    from keras import layers
+
+    x = _conv_bn_relu(x, 64, 7, "conv1", strides=2)
+    x = layers.MaxPooling2D(3, 2, padding="same", name="maxpool")(x)
+    features = []
+    for stage, filters in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            strides = 2 if stage > 1 and block == 0 else 1
+            x = _basic_block(x, filters, strides, f"layer{stage}_{block}")
+        features.append(x)
+    return features[1:]
+
+
+def _attention(x, name, hidden=None):
+    """Channel attention from the global average (ARM, and FFM with a bottleneck)."""
+    from keras import layers
+
+    channels = x.shape[-1]
+    weights = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    if hidden:
+        weights = layers.Conv2D(hidden, 1, use_bias=False, activation="relu", name=f"{name}_fc1")(
+            weights
+        )
+        weights = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_fc2")(weights)
+    else:
+        weights = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_attention")(weights)
+        weights = layers.BatchNormalization(name=f"{name}_attention_bn")(weights)
+    weights = layers.Activation("sigmoid", name=f"{name}_sigmoid")(weights)
+    return layers.Multiply(name=f"{name}_apply")([x, weights])
+
+
+def bisenet_r18(image_size=512, num_classes=19):
+    """BiSeNet with a ResNet-18 context path (Yu et al., "BiSeNet: Bilateral Segmentation
+    Network for Real-time Semantic Segmentation", ECCV 2018), laid out as the widely used
+    face-parsing port: the stride-8 ResNet features serve as the spatial path, attention
+    refinement on strides 16 and 32, feature fusion, a 3x3 256 head. Random weights, for timing.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((image_size, image_size, 3), name="images")
+    x = layers.Rescaling(1 / 58.0, offset=-2.0, name="normalize")(inputs)  # ~ImageNet mean/std
+    feat8, feat16, feat32 = _resnet18(x)
+    context = layers.GlobalAveragePooling2D(keepdims=True, name="context_pool")(feat32)
+    context = _conv_bn_relu(context, 128, 1, "context_conv")
+    feat32 = _attention(_conv_bn_relu(feat32, 128, 3, "arm32_conv"), "arm32")
+    feat32 = layers.Add(name="arm32_context")([feat32, context])
+    feat32 = layers.UpSampling2D(2, name="arm32_up")(feat32)
+    feat32 = _conv_bn_relu(feat32, 128, 3, "head32")
+    feat16 = _attention(_conv_bn_relu(feat16, 128, 3, "arm16_conv"), "arm16")
+    feat16 = layers.Add(name="arm16_sum")([feat16, feat32])
+    feat16 = layers.UpSampling2D(2, name="arm16_up")(feat16)
+    feat16 = _conv_bn_relu(feat16, 128, 3, "head16")
+    fused = layers.Concatenate(name="ffm_concat")([feat8, feat16])
+    fused = _conv_bn_relu(fused, 256, 1, "ffm_conv")
+    fused = layers.Add(name="ffm_residual")([fused, _attention(fused, "ffm", hidden=64)])
+    x = _conv_bn_relu(fused, 256, 3, "out_conv")
+    x = layers.Conv2D(num_classes, 1, use_bias=False, name="logits")(x)
+    outputs = layers.UpSampling2D(8, interpolation="bilinear", name="logits_upsample")(x)
+    return keras.Model(inputs, outputs, name="bisenet_r18")
+
+
+# --------------------------------------------------------------------------
+# Models and their exports.
+# --------------------------------------------------------------------------
+
+
+def recipe_model(recipe, image_size):
+    """The DeepLabV3Plus of configs/<recipe>.yaml with random weights, and its input size."""
+    from faceparsing.config import TrainConfig, apply_overrides, load_yaml
+    from faceparsing.training.trainer import build_model
+
+    path = REPO / "configs" / f"{recipe}.yaml"
+    config = apply_overrides(TrainConfig(), load_yaml(path), str(path))
+    config = apply_overrides(config, {"weights": "none"}, "bench_inference")
+    return build_model(config), image_size or config.image_size
+
+
+def model_cost(model, image_size):
+    """(parameters, GMACs) at a square input size."""
+    from faceparsing.model.cost import count_multiply_adds, model_report
+    from faceparsing.model.deeplabv3plus import DeepLabV3Plus
+
+    if isinstance(model, DeepLabV3Plus):
+        report = model_report(model, image_size)
+        return report["total_params"], report["gmacs"]
+    return model.count_params(), count_multiply_adds(model) / 1e9
+
+
+def export_onnx_files(model, size, folder, precisions, dynamic):
+    """{variant: path} of the model's ONNX exports (float, int8, float at a free size)."""
+    import numpy as np
+
+    from faceparsing.inference import exporting
+
+    paths = {}
+    float_path = folder / "float.onnx"
+    exporting.export_onnx(model, float_path, size, exporting.onnx_metadata(size))
+    if "float" in precisions:
+        paths["float"] = float_path
+    if "int8" in precisions:
+        calibration = _random_images(TIMING_CALIBRATION_IMAGES, size, np)
+        paths["int8"] = folder / "int8.onnx"
+        exporting.quantize_onnx(float_path, paths["int8"], "int8", calibration)
+    if dynamic:
+        paths["float, free size"] = folder / "free.onnx"
+        exporting.export_onnx(model, paths["float, free size"], None, exporting.onnx_metadata(size))
+    return paths
+
+
+def export_tflite_files(model, size, folder, precisions):
+    import numpy as np
+
+    from faceparsing.inference import exporting
+
+    sized = exporting.fixed_size_model(exporting.inference_twin(model), size)
+    paths = {}
+    for precision in precisions:
+        paths[precision] = folder / f"{precision}.tflite"
+        quantize = "int8" if precision == "int8" else "none"
+        calibration = _random_images(TIMING_CALIBRATION_IMAGES, size, np)
+        exporting.export_tflite(sized, paths[precision], quantize, calibration)
+    return paths
+
+
+def _random_images(count, size, np):
+    return np.random.default_rng(0).uniform(0, 255, (count, size, size, 3)).astype("float32")
+
+
+# --------------------------------------------------------------------------
+# Runners: each returns a zero-argument callable that runs one image.
+# --------------------------------------------------------------------------
+
+
+def onnxruntime_runner(path, threads, image):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: image})
+
+
+def tflite_runner(path, threads, image):
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def run():
+        interpreter.set_tensor(input_index, image)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index)
+
+    return run
+
+
+def keras_runner(model, image):
+    return lambda: model.predict_on_batch(image)
+
+
+def time_rows(rows, rounds, warmup):
+    """Median milliseconds of each row's callable, timed over interleaved rounds."""
+    for row in rows:
+        for _ in range(warmup):
+            row["run"]()
+    times = {id(row): [] for row in rows}
+    for _ in range(rounds):
+        for row in rows:
+            started = time.perf_counter()
+            row["run"]()
+            times[id(row)].append((time.perf_counter() - started) * 1000)
+    for row in rows:
+        row["ms"] = statistics.median(times[id(row)])
+
+
+# --------------------------------------------------------------------------
+
+
+def model_rows(name, model, size, args, folder):
+    """The timing rows of one model: (backend, precision, threads) each."""
+    import numpy as np
+
+    image = _random_images(1, size, np)
+    rows = []
+
+    def add(backend, precision, threads, run):
+        rows.append({"model": name, "backend": backend, "precision": precision,
+                     "threads": threads, "run": run})  # fmt: skip
+
+    if "onnxruntime" in args.backends:
+        onnx_folder = folder / f"{name}_onnx"
+        onnx_folder.mkdir()
+        paths = export_onnx_files(model, size, onnx_folder, args.precisions, args.dynamic_size)
+        for precision, path in paths.items():
+            for threads in args.threads:
+                add("onnxruntime", precision, threads, onnxruntime_runner(path, threads, image))
+    if "tflite" in args.backends:
+        tflite_folder = folder / f"{name}_tflite"
+        tflite_folder.mkdir()
+        for precision, path in export_tflite_files(
+            model, size, tflite_folder, args.precisions
+        ).items():
+            for threads in args.threads:
+                add("tflite", precision, threads, tflite_runner(path, threads, image))
+    if "keras" in args.backends and "float" in args.precisions:
+        # TensorFlow's thread pools are set once per process (see main).
+        add("keras", "float", max(args.threads), keras_runner(model, image))
+    return rows
+
+
+def models(args):
+    """(name, model, size) of each model to time."""
+    from faceparsing.checkpoints import load_checkpoint
+    from faceparsing.inference.exporting import training_size
+
+    for recipe in args.recipes:
+        model, size = recipe_model(recipe, args.image_size)
+        yield recipe, model, size
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint)
+        yield (
+            Path(args.checkpoint).name,
+            model,
+            args.image_size or training_size(args.checkpoint, model),
+        )
+    if not args.no_bisenet:
+        size = args.image_size or 512
+        yield "BiSeNet-R18", bisenet_r18(size), size
+
+
+def print_table(rows, costs):
+    print("| model | size | parameters | GMACs | runtime | precision | threads | median ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        params, gmacs, size = costs[row["model"]]
+        print(f"| {row['model']} | {size} | {params / 1e6:.2f}M | {gmacs:.2f} | {row['backend']} "
+              f"| {row['precision']} | {row['threads']} | {row['ms']:.1f} |")  # fmt: skip
+
+
+class OnnxModel:
+    """An ONNX file behind the `predict_on_batch` of a Keras model."""
+
+    def __init__(self, path):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def predict_on_batch(self, images):
+        return self.session.run(None, {self.session.get_inputs()[0].name: images})[0]
+
+
+def quantized_quality(args, folder):
+    """Rows of (variant, MB, argmax agreement with float, mIoU) for --checkpoint's ONNX files."""
+    import numpy as np
+
+    from faceparsing.data.layout import split_ids
+    from faceparsing.data.samples import load_image, load_label
+    from faceparsing.inference.exporting import export
+    from faceparsing.inference.predict import predict_logits, resize_logits_to
+    from faceparsing.metrics import confusion_matrix, scores_from_confusion
+
+    paths = {}
+    for variant in ("none", "float16", "int8"):
+        paths[variant] = export(args.checkpoint, "onnx", folder / f"quality_{variant}.onnx",
+                                quantize=variant, calibration=args.data_root,
+                                calibration_count=args.calibration_images)  # fmt: skip
+    models = {variant: OnnxModel(path) for variant, path in paths.items()}
+    size = int(models["none"].session.get_inputs()[0].shape[1])
+    confusions = {variant: 0 for variant in paths}
+    agreeing = {variant: 0 for variant in paths}
+    pixels = 0
+    ids = split_ids(args.data_root, args.split)
+    for start in range(0, len(ids), 8):
+        batch_ids = ids[start : start + 8]
+        images = np.stack([load_image(args.data_root, i, size) for i in batch_ids])
+        labels = [load_label(args.data_root, i) for i in batch_ids]
+        logits = {variant: predict_logits(model, images) for variant, model in models.items()}
+        pixels += logits["none"][..., 0].size
+        for variant, values in logits.items():
+            agreeing[variant] += int((values.argmax(-1) == logits["none"].argmax(-1)).sum())
+            predictions = resize_logits_to(values, labels[0].shape).argmax(-1)
+            for label, prediction in zip(labels, predictions, strict=True):
+                confusions[variant] = confusions[variant] + confusion_matrix(label, prediction)
+    return [
+        (variant, paths[variant].stat().st_size / 1e6, agreeing[variant] / pixels,
+         scores_from_confusion(confusions[variant])["miou"], len(ids))
+        for variant in paths
+    ]  # fmt: skip
+
+
+def print_quality(rows, args):
+    print(f"\n{args.checkpoint} on {args.data_root} {args.split} ({rows[0][4]} images):")
+    print("| ONNX file | MB | argmax agreement with float | mIoU |")
+    print("|---|---|---|---|")
+    for variant, megabytes, agreement, miou, _ in rows:
+        name = "float" if variant == "none" else variant
+        print(f"| {name} | {megabytes:.2f} | {100 * agreement:.2f}% | {100 * miou:.2f} |")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    # Keras' own rows run at the largest thread count asked for.
+    tf.config.threading.set_intra_op_parallelism_threads(max(args.threads))
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    rows, costs = [], {}
+    with tempfile.TemporaryDirectory() as folder:
+        if args.checkpoint and args.data_root:
+            print_quality(quantized_quality(args, Path(folder)), args)
+        for name, model, size in models(args):
+            costs[name] = (*model_cost(model, size), size)
+            print(f"exporting {name} at {size}x{size} ...", file=sys.stderr, flush=True)
+            rows += model_rows(name, model, size, args, Path(folder))
+        load_before = os.getloadavg()
+        time_rows(rows, args.rounds, args.warmup)
+        load_after = os.getloadavg()
+    print(f"CPU: {os.cpu_count()} cores; load average (1, 5, 15 min) before "
+          f"{', '.join(f'{v:.1f}' for v in load_before)}, after "
+          f"{', '.join(f'{v:.1f}' for v in load_after)}; {args.rounds} interleaved rounds, "
+          "batch 1, random weights unless a checkpoint")  # fmt: skip
+    print_table(rows, costs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
