@@ -7,6 +7,7 @@ covered in the per-module test files are not repeated here.
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -178,6 +179,73 @@ def test_skip_bad_samples_reports_the_count(data_copy, tmp_path, capsys):
     assert f"skipped 1 unreadable samples: cannot read image {path}" in out
     with open(run_dir / "metrics.csv") as handle:
         assert [row["skipped_samples"] for row in csv.DictReader(handle)] == ["1"]
+
+
+# A bad sample met after the first two batches. Keras builds batches 0-1 in
+# the calling thread but reads the rest through tf.data on TensorFlow, which
+# wraps the project's error in its own type. Batches of 2: the training stream
+# reads 3 steps of the train split, validation 3 batches of 6 train images.
+LATE = ("--batch_size=2", "--steps_per_epoch=3", *FAST)
+LATE_CASES = {
+    "validation": ("--train_split=val", "--val_split=train", "--max_val_images=6"),
+    "training": ("--max_train_images=6", "--max_val_images=2"),
+}
+
+
+def third_batch_id(root, stream):
+    """An image read in the third batch (index 2) of `stream` of the LATE runs."""
+    ids = layout.split_ids(root, "train")[:6]
+    if stream == "validation":
+        return ids[4]
+    order = CelebAMaskHQ(root, ids=ids, batch_size=2, shuffle=True, seed=0).order(0)
+    return ids[order[4]]
+
+
+def truncate_to_a_third(root, image_id):
+    path = layout.image_path(root, image_id)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", sorted(LATE_CASES))
+def test_bad_sample_after_batch_2_is_one_line_or_skipped(stream, data_copy, tmp_path, capsys):
+    path = truncate_to_a_third(data_copy, third_batch_id(data_copy, stream))
+    arguments = tiny_train_args(data_copy, tmp_path / "run", *LATE, *LATE_CASES[stream])
+    assert train.main(arguments) == 2
+    assert_one_line_error(capsys, f"cannot read image {path}")
+    arguments = tiny_train_args(data_copy, tmp_path / "skip", *LATE, *LATE_CASES[stream])
+    assert train.main([*arguments, "--skip_bad_samples=true"]) == 0
+    assert f"skipped 1 unreadable samples: cannot read image {path}" in capsys.readouterr().out
+
+
+# The same two cases under JAX, in one process (its import costs seconds).
+LATE_ON_JAX = """
+import sys, train
+for arguments in sys.argv[1:]:
+    print("exit", train.main(arguments.split()), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_bad_sample_after_batch_2_on_jax(data_copy, tmp_path):
+    runs, paths = [], []
+    for stream, case in sorted(LATE_CASES.items()):
+        path = truncate_to_a_third(data_copy, third_batch_id(data_copy, stream))
+        paths.append(path)
+        arguments = tiny_train_args(data_copy, tmp_path / stream, *LATE, *case)
+        runs += [" ".join(arguments), " ".join([*arguments, "--skip_bad_samples=true"])]
+        run_dir = tmp_path / stream
+        runs[-1] = runs[-1].replace(f"--run_dir={run_dir}", f"--run_dir={run_dir}-skip")
+    result = subprocess.run(
+        [sys.executable, "-c", LATE_ON_JAX, *runs], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=600,
+    )  # fmt: skip
+    assert result.stdout.count("exit 2") == 2 and result.stdout.count("exit 0") == 2, result
+    errors_printed = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in result.stderr
+    for path in paths:
+        assert any(f"cannot read image {path}" in line for line in errors_printed), result.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -411,7 +479,7 @@ def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_pat
 
     # 1. Killed in the middle of writing epoch 2's resume weights (temp file
     #    written, rename not done): the worst moment for a crash.
-    first = _start(_killed_before_rename("epoch_0002.weights.h5", command))
+    first = _start(_killed_before_rename("epoch_0002.keras", command))
     output = first.communicate(timeout=180)[0]
     assert first.returncode == -signal.SIGKILL, output
     assert _state_epoch(run_dir) == 1
@@ -435,4 +503,70 @@ def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_pat
         load_checkpoint(run_dir / name)
     leftovers = [p for p in run_dir.rglob(".*") if ".tmp" in p.name]
     assert not leftovers
-    assert len(list((run_dir / "backup").glob("epoch_*.weights.h5"))) == 1
+    assert len(list((run_dir / "backup").glob("epoch_*.keras"))) == 1
+
+
+# ---------------------------------------------------------------------------
+# A full file system while a checkpoint is written
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_file_system(tmp_path):
+    """A 16 MB tmpfs (needs root, as in CI's container; skipped where mount is refused)."""
+    folder = tmp_path / "fs"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_up(folder, keep=64 * 1024):
+    """Fill the file system of `folder`, leaving `keep` bytes: a write starts, then fails."""
+    status = os.statvfs(folder)
+    free = status.f_bavail * status.f_frsize
+    with open(folder / "filler", "wb") as handle:
+        handle.write(bytes(max(0, free - keep)))
+
+
+# Which checkpoint write meets the full disk: the file, and the epoch whose write it is.
+FULL_DISK_WRITES = {"backup": ("epoch_0002.keras", 2), "last": ("last.keras", 2),
+                    "best": ("best.keras", 1)}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(FULL_DISK_WRITES))
+def test_full_disk_while_a_checkpoint_is_written(
+    kind, small_file_system, demo_root, tmp_path, capsys, monkeypatch
+):
+    from faceparsing.checkpoints import load_checkpoint
+    from faceparsing.training import run_folder
+
+    name, epoch = FULL_DISK_WRITES[kind]
+    run_dir = small_file_system / "run"
+    real_save = run_folder.save_model_atomic
+
+    def save_on_a_filling_disk(model, path):
+        written_epoch = int(path.stem[6:]) if kind == "backup" else _state_epoch(run_dir)
+        if path.name == name and written_epoch == epoch:
+            fill_up(small_file_system)
+        return real_save(model, path)
+
+    monkeypatch.setattr(run_folder, "save_model_atomic", save_on_a_filling_disk)
+    arguments = tiny_train_args(demo_root, run_dir, "--epochs=2", *ONE_BATCH)
+    assert train.main(arguments) == 2
+    assert_one_line_error(capsys, f"No space left on device: '{run_dir}", name)
+    assert not [path for path in run_dir.rglob("*") if ".tmp" in path.name]
+    for checkpoint in run_dir.glob("*.keras"):
+        load_checkpoint(checkpoint)
+    run_folder.ResumeState(run_dir)  # readable, names an existing weights file
+
+    (small_file_system / "filler").unlink()
+    assert train.main(arguments) == 0
+    with open(run_dir / "metrics.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+    for checkpoint in ("best.keras", "last.keras"):
+        load_checkpoint(run_dir / checkpoint)

@@ -26,7 +26,7 @@ from faceparsing.data.samples import (
     load_label,
     resize_label,
 )
-from faceparsing.errors import ConfigError, DatasetError
+from faceparsing.errors import ConfigError, DatasetError, record_batch_errors
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             return len(self.ids) // self.batch_size
         return math.ceil(len(self.ids) / self.batch_size)
 
+    @record_batch_errors  # Keras may read it through tf.data, which wraps errors
     def __getitem__(self, index):
         return self.batch(index, self.epoch)
 

@@ -18,6 +18,8 @@ import threading
 
 import keras
 
+from faceparsing.errors import record_batch_errors
+
 
 class TrainingStream(keras.utils.PyDataset):
     """Endless, deterministic batches of a `CelebAMaskHQ` for `model.fit`.
@@ -43,6 +45,7 @@ class TrainingStream(keras.utils.PyDataset):
         self._pending = {}
         self._lock = threading.Lock()
         self._executor = None
+        self._closed = False
 
     @property
     def num_batches(self):
@@ -58,10 +61,13 @@ class TrainingStream(keras.utils.PyDataset):
         epoch, position = self.locate(index)
         return self.dataset.batch(position, epoch)
 
+    @record_batch_errors  # Keras reads it through tf.data, which wraps errors
     def __getitem__(self, index):
         if self.num_workers == 1 and self.queue_size <= 1:
+            self._refuse_if_closed(index)
             return self.build(index)
         with self._lock:
+            self._refuse_if_closed(index)
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     self.num_workers, thread_name_prefix="faceparsing-batches"
@@ -74,9 +80,16 @@ class TrainingStream(keras.utils.PyDataset):
                 self._pending.pop(stale).cancel()
         return future.result()
 
+    def _refuse_if_closed(self, index):
+        # tf.data's generator thread may still ask once `fit` has returned: a
+        # new thread pool then would never be shut down.
+        if self._closed:
+            raise RuntimeError(f"batch {index} asked of a TrainingStream after close()")
+
     def close(self):
-        """Stop the worker threads (batches built ahead are dropped)."""
+        """Stop the worker threads (batches built ahead are dropped); later reads raise."""
         with self._lock:
+            self._closed = True
             for future in self._pending.values():
                 future.cancel()
             self._pending.clear()

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from faceparsing import config as config_lib
-from faceparsing.errors import ConfigError
+from faceparsing.errors import ConfigError, record_batch_errors
 from faceparsing.training import run_folder, trainer
 
 LAUNCHER_VARIABLES = (
@@ -263,6 +263,7 @@ class ProcessBatches(keras.utils.PyDataset):
     def __len__(self):
         return self.steps
 
+    @record_batch_errors  # Keras may read it through tf.data, which wraps errors
     def __getitem__(self, index):
         if not self.pad:
             return self.batch(index, self.source.epoch)

@@ -45,3 +45,13 @@ def test_worker_threads_give_the_batches_of_one_thread_in_order(dataset):
             for a, b in zip(single[index], threaded[index], strict=True):
                 np.testing.assert_array_equal(a, b)
     assert threaded.num_batches is None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_closed_stream_refuses_instead_of_starting_new_threads(dataset, workers):
+    stream = TrainingStream(dataset, steps_per_epoch=2, workers=workers)
+    with stream:
+        stream[0]
+    with pytest.raises(RuntimeError, match="batch 1 asked of a TrainingStream after close"):
+        stream[1]
+    assert stream._executor is None

@@ -196,8 +196,8 @@ def test_two_processes_train_like_one_process_with_the_global_batch(two_process_
     job, single = folder / "job", folder / "single"
     assert [row["epoch"] for row in _rows(job)] == ["1"]
     assert [p.name for p in (job / "backup").iterdir()] in (
-        ["epoch_0001.weights.h5", "state.json"],
-        ["state.json", "epoch_0001.weights.h5"],
+        ["epoch_0001.keras", "state.json"],
+        ["state.json", "epoch_0001.keras"],
     )
     assert "epoch 1 |" in logs["job_0"] and "epoch 1 |" not in logs["job_1"]  # only 0 writes
     (job_row,), (single_row,) = _rows(job), _rows(single)

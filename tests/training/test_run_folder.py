@@ -34,7 +34,7 @@ def test_resume_state_round_trip_restores_weights_and_optimizer(tmp_path):
     state.save(model, epoch=2, rows=[{"epoch": 1}, {"epoch": 2}], best=0.5)
     state.save(model, epoch=3, rows=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}], best=0.6)
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
-        "epoch_0003.weights.h5",
+        "epoch_0003.keras",
         "state.json",
     ]
 
