@@ -10,7 +10,8 @@ same pass where the last one stopped, with no sample skipped or repeated).
 Nothing depends on when Keras calls `on_epoch_end` or on its shuffling, which
 `fit` must leave off (`shuffle=False`).
 
-Worker threads build the next `queue_size` batches ahead of the one asked for.
+Worker threads build the next `queue_size` batches ahead of the one asked for,
+fewer when that many would hold more than `PREFETCH_BYTES` of host memory.
 """
 
 import concurrent.futures
@@ -19,6 +20,10 @@ import threading
 import keras
 
 from faceparsing.errors import record_batch_errors
+
+# Host memory that batches built ahead may hold: 2 x 64 threads of 512 px
+# batches of 32 would hold 6 GB; this keeps the depth sane on many-core hosts.
+PREFETCH_BYTES = 1 << 30
 
 
 class TrainingStream(keras.utils.PyDataset):
@@ -29,7 +34,8 @@ class TrainingStream(keras.utils.PyDataset):
         steps_per_epoch: int. Batches per `fit` epoch.
         start_epoch: int. Completed epochs before this `fit` (a resume).
         workers: int. Threads that build batches ahead. Defaults to 1.
-        queue_size: int or None. Batches built ahead. Defaults to 2 x workers.
+        queue_size: int or None. Batches built ahead. Defaults to 2 x workers,
+            capped so that they hold at most `PREFETCH_BYTES`.
     """
 
     def __init__(self, dataset, steps_per_epoch, start_epoch=0, workers=1, queue_size=None):
@@ -46,6 +52,7 @@ class TrainingStream(keras.utils.PyDataset):
         self._lock = threading.Lock()
         self._executor = None
         self._closed = False
+        self._batch_measured = False
 
     @property
     def num_batches(self):
@@ -72,13 +79,19 @@ class TrainingStream(keras.utils.PyDataset):
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     self.num_workers, thread_name_prefix="faceparsing-batches"
                 )
-            for ahead in range(index, index + self.queue_size + 1):
+            # Nothing ahead until the first batch shows how much memory one holds.
+            depth = self.queue_size if self._batch_measured else 0
+            for ahead in range(index, index + depth + 1):
                 if ahead not in self._pending:
                     self._pending[ahead] = self._executor.submit(self.build, ahead)
             future = self._pending.pop(index)
             for stale in [key for key in self._pending if key < index]:
                 self._pending.pop(stale).cancel()
-        return future.result()
+        batch = future.result()
+        if not self._batch_measured:
+            self.queue_size = prefetch_depth(self.queue_size, batch)
+            self._batch_measured = True
+        return batch
 
     def _refuse_if_closed(self, index):
         # tf.data's generator thread may still ask once `fit` has returned: a
@@ -102,3 +115,12 @@ class TrainingStream(keras.utils.PyDataset):
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def prefetch_depth(queue_size, batch, budget=None):
+    """`queue_size`, lowered so that that many batches like `batch` fit in `budget` bytes."""
+    budget = PREFETCH_BYTES if budget is None else budget
+    batch_bytes = sum(getattr(array, "nbytes", 0) for array in batch)
+    if not batch_bytes:
+        return queue_size
+    return max(1, min(queue_size, budget // batch_bytes))
