@@ -124,6 +124,8 @@ def _coerce(key, value):
     expected = typing.get_type_hints(TrainConfig)[key]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if expected is float and isinstance(value, str):
+        value = _float_or_text(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)  # e.g. `weights: 0` is a path-like string, not a type error
     if expected is str and isinstance(value, bool):
@@ -136,6 +138,13 @@ def _coerce(key, value):
             f"({type(value).__name__})"
         )
     return value
+
+
+def _float_or_text(text):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _check_value(key, value):

@@ -140,3 +140,12 @@ def test_workers_auto_respects_the_cgroup_cpu_quota(files, expected, tmp_path, m
         (tmp_path / name).write_text(text)
     assert worker_count("auto", cgroup_root=tmp_path) == (expected or 128)
     assert worker_count("5", cgroup_root=tmp_path) == 5  # an explicit count is kept
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    # YAML 1.1 reads 1e-4 as a string; the learning rate is written that way.
+    assert config.resolve(None, ["--learning_rate=1e-4"]).learning_rate == 1e-4
+    (tmp_path / "c.yaml").write_text("learning_rate: 5e-5\n")
+    assert config.resolve(tmp_path / "c.yaml").learning_rate == 5e-5
+    with pytest.raises(ConfigError, match="'learning_rate' expects float, got 'fast'"):
+        config.resolve(None, ["--learning_rate=fast"])

@@ -346,11 +346,50 @@ def test_nan_loss_stops_training_with_a_clear_message(demo_root, tmp_path, capsy
 
     monkeypatch.setattr(CelebAMaskHQ, "batch", poisoned)
     run_dir = tmp_path / "run"
-    assert train.main(tiny_train_args(demo_root, run_dir, *ONE_BATCH)) == 1
+    arguments = tiny_train_args(demo_root, run_dir, *ONE_BATCH)
+    assert train.main(arguments) == 1
     assert_one_line_error(capsys, "loss became NaN or infinite in epoch 1")
     # Nothing was saved from the diverged epoch, so a rerun starts clean.
     assert not (run_dir / "backup" / "state.json").exists()
     assert not (run_dir / "last.keras").exists()
+
+
+def advised_options(error_line):
+    """The --key=value options that the divergence message says to add."""
+    advice = error_line.split("rerun the same command with ")[-1].split(" (")[0]
+    return advice.split()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("diverged_epoch", [1, 2])
+def test_the_advice_after_a_divergence_works(
+    diverged_epoch, demo_root, tmp_path, capsys, monkeypatch
+):
+    get_batch = CelebAMaskHQ.batch
+    poison = [True]  # what following the advice fixes (here, as with bad data, the batches)
+
+    def poisoned(self, index, epoch):
+        images, *rest = get_batch(self, index, epoch)
+        if self.shuffle and epoch + 1 >= diverged_epoch and poison[0]:  # training batches
+            images = images * np.nan
+        return (images, *rest)
+
+    monkeypatch.setattr(CelebAMaskHQ, "batch", poisoned)
+    arguments = tiny_train_args(demo_root, tmp_path / "run", *ONE_BATCH, "--epochs=2")
+    assert train.main(arguments) == 1
+    error = capsys.readouterr().err.strip()
+    options = advised_options(error)
+    assert [option.split("=")[0] for option in options] == (
+        ["--learning_rate"] if diverged_epoch == 1 else ["--init", "--run_dir", "--learning_rate"]
+    ), error
+    assert "--learning_rate=0.0001" in options  # a tenth of the default 1e-3
+    poison[0] = False
+    assert train.main([*arguments, *options]) == 0, capsys.readouterr().err
+    run_dir = options[1].split("=")[1] if diverged_epoch == 2 else tmp_path / "run"
+    with open(f"{run_dir}/metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert all(float(row["learning_rate"]) <= 1e-4 for row in rows)
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice_ce"])

@@ -309,9 +309,11 @@ def plot_curves(rows, path):
 
 
 # Keys that may differ when a run is resumed: they do not change what is learned.
+# run_dir, data_root and cache_dir say where things are: a run folder or a
+# dataset that was moved (or is mounted elsewhere on another host) still resumes.
 RESUMABLE_CHANGES = {
     "epochs", "workers", "use_multiprocessing", "verbose", "tensorboard", "run_eagerly",
-    "steps_per_execution",
+    "steps_per_execution", "run_dir", "data_root", "cache_dir",
 }  # fmt: skip
 
 

@@ -261,7 +261,7 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks=N
             callbacks=callbacks,
             verbose=config.verbose,
         )
-    check_diverged(callbacks, config.run_dir)
+    check_diverged(callbacks, config)
 
 
 def build_callbacks(config, run_dir, state, datasets=()):
@@ -274,12 +274,31 @@ def build_callbacks(config, run_dir, state, datasets=()):
     return callbacks
 
 
-def check_diverged(callbacks, run_dir):
+def check_diverged(callbacks, config):
     """Raise TrainingDivergedError if the run folder callback saw a NaN/inf loss."""
     for callback in callbacks:
         epoch = getattr(callback, "diverged_epoch", None)
         if epoch is not None:
-            raise TrainingDivergedError(
-                f"loss became NaN or infinite in epoch {epoch}; {run_dir} keeps epoch "
-                f"{epoch - 1}. Lower learning_rate (or check the data), then rerun"
-            )
+            raise TrainingDivergedError(divergence_advice(config, epoch))
+
+
+def divergence_advice(config, epoch):
+    """What to do after the loss of `epoch` became NaN/inf: a command that works.
+
+    Rerunning unchanged replays the same batches (resume is exact), and a
+    changed learning_rate is refused in the same run_dir, so the way on is a
+    new run that starts from the last finite weights (`--init`).
+    """
+    lower = f"--learning_rate={config.learning_rate / 10:g}"
+    message = f"loss became NaN or infinite in epoch {epoch}; "
+    if epoch == 1:
+        return (
+            message + f"nothing was saved; rerun the same command with {lower} (or check the data)"
+        )
+    run_dir = Path(config.run_dir)
+    new_run = run_dir.with_name(f"{run_dir.name}-lr{config.learning_rate / 10:g}")
+    return message + (
+        f"{run_dir} keeps epoch {epoch - 1}. To go on from its weights with a lower learning "
+        f"rate (or after checking the data), start a new run: rerun the same command with "
+        f"--init={run_dir / 'last.keras'} --run_dir={new_run} {lower}"
+    )

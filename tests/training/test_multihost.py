@@ -226,12 +226,7 @@ def test_a_killed_process_stops_the_job_and_a_rerun_of_both_resumes(
     folder, statuses, _ = two_process_run
     assert statuses[:2] == [0, 0]
     run_dir = tmp_path / "job"
-    shutil.copytree(folder / "job", run_dir)
-    moved = config_lib.load_run_config(run_dir / "config.yaml")  # a run folder names itself
-    config_lib.save(
-        config_lib.apply_overrides(moved, {"run_dir": str(run_dir)}, "test"),
-        run_dir / "config.yaml",
-    )
+    shutil.copytree(folder / "job", run_dir)  # a moved run folder resumes
     arguments = tiny_train_args(demo_root, run_dir, *RECIPE, "--epochs=4")
     first, second = _start_job(arguments, tmp_path, "killed")
     _wait_for(tmp_path / "killed_0.log", "Resuming", first)
