@@ -16,8 +16,10 @@ Usage:
 """
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -403,6 +405,30 @@ def write_face(root, image_id, seed):
         full_size.save(temp_path, quality=JPEG_QUALITY)
 
 
+@contextlib.contextmanager
+def main_script_hidden():
+    """Spawned workers start without running the parent's script again.
+
+    A spawned process imports the parent's `__main__` script (as `__mp_main__`)
+    before it runs anything; under `train.py` that imports Keras and TensorFlow
+    in every worker. The workers need only this module, so while they start
+    the script's path is hidden from multiprocessing.
+    """
+    main = sys.modules.get("__main__")
+    saved = {
+        name: main.__dict__.pop(name) for name in ("__file__",) if main and name in main.__dict__
+    }
+    spec = getattr(main, "__spec__", None)
+    if main is not None:
+        main.__spec__ = None  # `python -m module` would be re-imported by name
+    try:
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+            main.__spec__ = spec
+
+
 def make_demo_dataset(root, num_images, seed=0, start_id=0, workers=None):
     """Write `num_images` synthetic faces in the CelebAMask-HQ release layout.
 
@@ -426,7 +452,10 @@ def make_demo_dataset(root, num_images, seed=0, start_id=0, workers=None):
     if workers > 1:
         # Spawned, not forked: the parent may already run TensorFlow threads.
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with (
+            main_script_hidden(),
+            concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
+        ):
             list(
                 pool.map(
                     write_face, [root] * num_images, image_ids, [seed] * num_images, chunksize=16
