@@ -86,3 +86,20 @@ def test_folders_list_photos_and_videos(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in video.list_media(tmp_path)] == ["a.jpg", "b.mp4", "d.MOV"]
     assert video.is_video("x.mkv") and not video.is_video("x.png")
+
+
+def test_landmarks_for_a_video_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import visualize
+
+    monkeypatch.setattr(visualize, "load_checkpoint", pytest.fail)  # refused before any work
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    landmarks = tmp_path / "faces.json"
+    landmarks.write_text('{"clip.mp4": [[[1, 1], [3, 1], [2, 2], [1, 3], [3, 3]]]}')
+    for source in (["--video", str(clip)], ["--images", str(clip)]):
+        arguments = [*source, "--checkpoint", "x.keras", "--landmarks", str(landmarks)]
+        assert visualize.main([*arguments, "--out", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err
+        assert (
+            error.count("\n") == 1 and f"--landmarks gives the faces of photos, and {clip}" in error
+        )
