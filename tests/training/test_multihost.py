@@ -69,6 +69,24 @@ def test_multi_host_needs_jax_and_says_so_in_one_line(demo_root, tmp_path, monke
     assert not (tmp_path / "run").exists()
 
 
+def test_skipped_samples_are_counted_over_every_process():
+    class Source:
+        bad_samples = [(3, "cannot read image 3.jpg"), (7, "cannot read image 7.jpg")]
+
+    other_process = iter([np.array([2], np.int32), np.array([7, 9], np.int32)])
+
+    def gather(values):  # this process and one other, as process_allgather stacks them
+        theirs = next(other_process)
+        width = max(len(values), len(theirs))
+        return np.stack([np.pad(values, (0, width - len(values)), constant_values=-1),
+                         np.pad(theirs, (0, width - len(theirs)), constant_values=-1)])  # fmt: skip
+
+    bad = multihost.job_bad_samples([Source()], gather)
+    assert [image_id for image_id, _ in bad] == [3, 7, 9]
+    assert bad[2][1] == "image 9, skipped by another process"
+    assert bad[1][1] == "cannot read image 7.jpg"
+
+
 def test_global_batch_must_split_evenly_over_processes():
     with pytest.raises(ValueError, match="batch_size 5 must be a multiple of the 2 processes"):
         multihost.per_process_batch(_config(batch_size=5), multihost.Cluster(2, 0))
