@@ -372,6 +372,7 @@ def test_the_advice_after_a_divergence_works(
 
     def poisoned(self, index, epoch):
         images, *rest = get_batch(self, index, epoch)
+        images = images.astype("float32")  # one dtype for every batch (tf.data casts to it)
         if self.shuffle and epoch + 1 >= diverged_epoch and poison[0]:  # training batches
             images = images * np.nan
         return (images, *rest)
@@ -554,10 +555,10 @@ def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_pat
 
 @pytest.fixture
 def small_file_system(tmp_path):
-    """A 16 MB tmpfs (needs root, as in CI's container; skipped where mount is refused)."""
+    """A 64 MB tmpfs (needs root, as in CI's container; skipped where mount is refused)."""
     folder = tmp_path / "fs"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
                              capture_output=True, text=True)  # fmt: skip
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
@@ -590,10 +591,14 @@ def test_full_disk_while_a_checkpoint_is_written(
     run_dir = small_file_system / "run"
     real_save = run_folder.save_model_atomic
 
+    filled = []
+
     def save_on_a_filling_disk(model, path):
-        written_epoch = int(path.stem[6:]) if kind == "backup" else _state_epoch(run_dir)
-        if path.name == name and written_epoch == epoch:
+        backup = path.stem.startswith("epoch_")
+        written_epoch = int(path.stem[6:]) if backup else _state_epoch(run_dir)
+        if path.name == name and written_epoch == epoch and not filled:
             fill_up(small_file_system)
+            filled.append(path)
         return real_save(model, path)
 
     monkeypatch.setattr(run_folder, "save_model_atomic", save_on_a_filling_disk)
