@@ -1,6 +1,6 @@
 """CelebAMask-HQ for Keras: the `CelebAMaskHQ` dataset, label merging, split and flip.
 
-The dataset reads the release exactly as it is unzipped (see README, "Dataset"):
+The dataset reads the release exactly as it is unzipped (see docs/dataset.md):
 
 ```
 root/CelebA-HQ-img/{k}.jpg                                  1024x1024 RGB JPEG
@@ -20,14 +20,18 @@ The code lives in `faceparsing/data/`: `layout` (paths, split), `samples`
 holds the command line.
 
 Usage:
-    python data_generator.py make-demo --out data/demo --num 200 [--seed 0]
+    python data_generator.py make-demo --out data/demo --num 200 [--seed 0] [--layout lapa]
     python data_generator.py check --data_root data/CelebAMask-HQ [--split all]
+    python data_generator.py pack --data_root data/CelebAMask-HQ --out data/celebamask_512 \
+        [--image_size 512] [--splits train val test] [--workers N]
 """
 
 import argparse
 import sys
+import time
 
 from faceparsing import cli
+from faceparsing.data import packed
 from faceparsing.data.augment import augment_sample, horizontal_flip
 from faceparsing.data.checks import check_dataset, validate_split
 from faceparsing.data.class_weights import (
@@ -38,7 +42,16 @@ from faceparsing.data.class_weights import (
     training_class_counts,
 )
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import SPLITS, image_path, part_path, read_mapping, split_ids
+from faceparsing.data.layout import (
+    DATASETS,
+    SPLITS,
+    image_path,
+    open_layout,
+    part_path,
+    read_mapping,
+    split_ids,
+)
+from faceparsing.data.packed import PACKED_SPLITS
 from faceparsing.data.samples import TARGETS, LabelCache, load_image, merge_masks, read_mask
 from faceparsing.errors import DatasetError
 
@@ -64,17 +77,32 @@ def parse_args(argv):
     demo.add_argument("--out", required=True, help="output dataset root")
     demo.add_argument("--num", required=True, type=_positive_int, help="number of images")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument(
+        "--layout", default="celebamask_hq", choices=("celebamask_hq", "lapa"),
+        help="CelebAMask-HQ's release layout or LaPa's (11 classes)",
+    )  # fmt: skip
     check = commands.add_parser("check", help="scan a dataset and list every problem")
     check.add_argument("--data_root", required=True, help="dataset root")
     check.add_argument("--split", default="all", choices=SPLITS, help="split to scan")
+    pack = commands.add_parser("pack", help="write each split into a few fast-to-read shards")
+    pack.add_argument(
+        "--data_root", required=True, help="dataset root (CelebAMask-HQ's release, LaPa's layout)"
+    )
+    pack.add_argument("--out", required=True, help="packed folder (a rerun resumes it)")
+    pack.add_argument("--image_size", type=_positive_int, default=512, help="stored image side")
+    pack.add_argument("--splits", nargs="+", default=list(PACKED_SPLITS), choices=PACKED_SPLITS)
+    pack.add_argument("--workers", type=_positive_int, default=None, help="default: all cores")
+    pack.add_argument("--dataset", default="auto", choices=DATASETS, help="layout of --data_root")
+    pack.add_argument("--classes", default="", help="class set of a folder layout (name or YAML)")
     return parser.parse_args(argv)
 
 
 def make_demo(args):
     from faceparsing.data.synthetic import make_demo_dataset
 
-    make_demo_dataset(args.out, args.num, seed=args.seed)
-    counts = {split: len(split_ids(args.out, split)) for split in SPLITS[:3]}
+    make_demo_dataset(args.out, args.num, seed=args.seed, layout=args.layout)
+    layout = open_layout(args.out)
+    counts = {split: len(layout.split_ids(split)) for split in SPLITS[:3]}
     print(f"wrote {args.num} synthetic faces to {args.out} ({counts})")
     return 0
 
@@ -87,9 +115,27 @@ def check(args):
     return 1 if problems else 0
 
 
+def pack(args):
+    started = time.perf_counter()
+    manifest = packed.pack(
+        args.data_root, args.out, image_size=args.image_size, splits=args.splits,
+        workers=args.workers, dataset=args.dataset, classes=args.classes,
+    )  # fmt: skip
+    counts = {split: entry["count"] for split, entry in manifest["splits"].items()}
+    size = sum(s["bytes"] for e in manifest["splits"].values() for s in e["shards"])
+    print(
+        f"packed {counts} at {args.image_size}x{args.image_size} into {args.out} "
+        f"({size / 2**20:.1f} MiB, {time.perf_counter() - started:.1f} s)"
+    )
+    return 0
+
+
+COMMANDS = {"make-demo": make_demo, "check": check, "pack": pack}
+
+
 def main(argv=None):
     args = parse_args(argv)
-    return cli.run_command(make_demo if args.command == "make-demo" else check, args)
+    return cli.run_command(COMMANDS[args.command], args)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,16 @@
 Usage:
     python evaluate.py --checkpoint runs/demo/best.keras [--split test] [--out DIR]
                        [--data_root ROOT] [--tta flip] [--save_predictions] [--batch_size N]
+                       [--classes hair,skin]
 
-One unweighted 19x19 confusion matrix is accumulated over the whole split at
-label resolution (512x512): logits are computed at the model's input size and
-resized bilinearly to the label size before the argmax. Settings not given on
-the command line come from the run folder's `config.yaml` beside the checkpoint.
-The metrics themselves are `faceparsing.inference.evaluation`.
+One unweighted CxC confusion matrix (C: the checkpoint's class set, 19 for
+CelebAMask-HQ, 11 for LaPa) is accumulated over the whole split at label
+resolution (CelebAMask-HQ: 512x512; LaPa's layout: each label's own size):
+logits are computed at the model's input size and resized bilinearly to the
+label size before the argmax. `--classes` scores a merged view (the classes
+named against all others, as background). Settings not given on the command
+line come from the run folder's `config.yaml` beside the checkpoint. The
+metrics themselves are `faceparsing.inference.evaluation`.
 """
 
 import sys
@@ -16,9 +20,11 @@ from pathlib import Path
 
 from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
+from faceparsing.classes import class_set_of
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import SPLITS, split_ids
-from faceparsing.data.samples import merge_masks
+from faceparsing.data.layout import SPLITS, open_layout
+from faceparsing.data.packed import check_release_labels
+from faceparsing.data.samples import load_label
 from faceparsing.errors import DatasetError
 from faceparsing.inference import evaluation
 from faceparsing.inference.predict import TTA_MODES
@@ -47,6 +53,9 @@ def parse_args(argv):
     parser.add_argument(
         "--max_images", type=int, default=0, help="evaluate only the first N images (0 = all)"
     )
+    parser.add_argument(
+        "--classes", default="", help="score a merged view: 'hair' or 'hair,skin' or YAML"
+    )
     return parser.parse_args(argv)
 
 
@@ -55,19 +64,22 @@ def run_settings(args):
     saved = run_config(args.checkpoint)
     return {
         "data_root": args.data_root or saved.data_root,
+        "dataset": saved.dataset,
+        "classes": saved.classes,
+        "class_map": saved.class_map,
         "image_size": args.image_size or saved.image_size,
         "batch_size": args.batch_size or saved.batch_size,
         "out": Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}",
     }
 
 
-def split_dataset(settings, split, max_images):
-    ids = split_ids(settings["data_root"], split)
+def split_dataset(layout, settings, split, max_images):
+    ids = layout.split_ids(split)
     ids = ids[:max_images] if max_images else ids
     if not ids:
         raise DatasetError(f"split '{split}' of {settings['data_root']} has no images")
     return CelebAMaskHQ(
-        settings["data_root"], split=split, ids=ids, batch_size=settings["batch_size"],
+        layout, split=split, ids=ids, batch_size=settings["batch_size"],
         image_size=settings["image_size"], augment=False, shuffle=False,
     )  # fmt: skip
 
@@ -75,15 +87,23 @@ def split_dataset(settings, split, max_images):
 def run(args):
     settings = run_settings(args)
     model = load_checkpoint(args.checkpoint)
-    dataset = split_dataset(settings, args.split, args.max_images)
+    layout = open_layout(settings["data_root"], settings["dataset"], settings["classes"])
+    check_release_labels(layout)
+    class_set, truth_table, prediction_table = evaluation.label_views(
+        layout.class_set, class_set_of(model), settings["class_map"], args.classes
+    )
+    dataset = split_dataset(layout, settings, args.split, args.max_images)
     out_dir = settings["out"]
     confusion, num_images, seconds = evaluation.evaluate(
-        model, dataset, lambda image_id: merge_masks(settings["data_root"], image_id),
+        model, dataset, lambda image_id: load_label(layout, image_id),
         tta=args.tta, prediction_dir=out_dir / "predictions" if args.save_predictions else None,
+        class_set=class_set, truth_table=truth_table, prediction_table=prediction_table,
     )  # fmt: skip
-    report = evaluation.build_report(confusion, args.checkpoint, args.split, num_images, args.tta)
-    evaluation.write_report(report, confusion, out_dir)
-    print(evaluation.format_table(report))
+    report = evaluation.build_report(
+        confusion, args.checkpoint, args.split, num_images, args.tta, class_set
+    )
+    evaluation.write_report(report, confusion, out_dir, class_set)
+    print(evaluation.format_table(report, class_set))
     print(
         f"{num_images} images in {seconds:.1f}s ({num_images / seconds:.1f} img/s). Report: {out_dir / 'report.json'}"
     )

@@ -7,9 +7,9 @@ Usage:
 The exported model takes float32 RGB in [0, 255] and returns logits; argmax
 over the last axis gives the label map. SavedModel and TFLite take (1, S, S, 3)
 (S is the run's `image_size` unless `--image_size` is given) and return
-(1, S, S, 19). ONNX takes `images` (B, H, W, 3) of any batch and, unless
+(1, S, S, C), C the checkpoint's classes (19 for CelebAMask-HQ, 11 for LaPa). ONNX takes `images` (B, H, W, 3) of any batch and, unless
 `--image_size` fixes it, any height and width, and returns `logits`
-(B, H, W, 19); it needs the `onnx` extra. The conversions themselves are
+(B, H, W, C) and names the classes in its metadata (`class_names`); it needs the `onnx` extra. The conversions themselves are
 `faceparsing.inference.exporting`.
 """
 

@@ -4,15 +4,19 @@ Usage:
     python visualize.py --checkpoint runs/demo/best.keras --images "photos/*.jpg" --out overlays
     python visualize.py --checkpoint runs/demo/best.keras --video clip.mp4 --out overlays
     python visualize.py --checkpoint runs/demo/best.keras --data_root data/demo --split val --num 8 --out panels
+    python visualize.py --checkpoint runs/demo/best.keras --images photo.jpg --classes hair --save_masks --out hair
 
 Every face of a photo (or video frame) is found with its five landmarks, cut
 out as CelebA-HQ was (the square the model was trained on), parsed, and its
 logits are warped back onto the photo. A photo without a face, or any photo
 with `--align none`, is letterboxed whole to the model's input size instead.
 Dataset samples are predicted exactly as `evaluate.py` does and compared at
-label resolution.
+label resolution. Colours, legends and JSON names are the checkpoint's class
+set; `--classes hair` (or `hair,skin`, or a YAML map) draws and writes a merged
+view instead: the classes named, everything else background.
 """
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,12 +25,14 @@ import numpy as np
 
 from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
-from faceparsing.data.layout import MASK_SIZE, SPLITS, split_ids
-from faceparsing.data.samples import load_image, merge_masks
+from faceparsing.classes import class_set_of, remap
+from faceparsing.data.layout import MASK_SIZE, SPLITS, open_layout
+from faceparsing.data.packed import check_release_labels
+from faceparsing.data.samples import load_image, load_label, resize_label
 from faceparsing.errors import ConfigError, DatasetError, ImageReadError
 from faceparsing.files import atomic_write_text
 from faceparsing.images import read_rgb, save_png
-from faceparsing.inference import overlay, video
+from faceparsing.inference import evaluation, overlay, video
 from faceparsing.inference.alignment import check_landmarks
 from faceparsing.inference.detection import MIN_FACE_SIZE, LandmarkDetector, MTCNNDetector
 from faceparsing.inference.faces import ParsedPhoto, parse_faces
@@ -66,6 +72,9 @@ def parse_args(argv):
     )
     parser.add_argument("--json", action="store_true", help="also write <stem>.json per photo")
     parser.add_argument(
+        "--classes", default="", help="draw a merged view: 'hair' or 'hair,skin' or YAML"
+    )
+    parser.add_argument(
         "--landmarks",
         help='JSON {"photo.jpg": [5 [x, y] points per face, ...]}: use these faces, no detector',
     )
@@ -79,16 +88,39 @@ def parse_args(argv):
     return args
 
 
+@dataclasses.dataclass(frozen=True)
+class View:
+    """The classes drawn: the model's, or a merged view (`table` maps the model's ids)."""
+
+    class_set: object
+    table: object = None
+
+    def labels(self, label):
+        return label if self.table is None else self.table[label]
+
+    def counts(self, pixel_counts, model_set):
+        """{class name: pixels} of the model's classes, summed into this view's classes."""
+        if self.table is None:
+            return pixel_counts
+        merged = {}
+        for name, count in pixel_counts.items():
+            target = self.class_set.names[self.table[model_set.ids[name]]]
+            merged[target] = merged.get(target, 0) + count
+        return merged
+
+
 class PhotoParser:
     """Parses one picture (photo or video frame): faces aligned, or the whole picture.
 
     `detector` finds faces in every picture; `landmarks` ({file name: faces})
-    gives them instead; with neither, the whole picture is letterboxed.
+    gives them instead; with neither, the whole picture is letterboxed. Labels
+    come out in `view`'s classes (default: the model's).
     """
 
-    def __init__(self, model, size, crop_scale, detector=None, landmarks=None):
+    def __init__(self, model, size, crop_scale, detector=None, landmarks=None, view=None):
         self.model, self.size, self.crop_scale = model, size, crop_scale
         self.detector, self.landmarks = detector, landmarks
+        self.view = view or View(class_set_of(model))
 
     @property
     def aligns(self):
@@ -98,9 +130,18 @@ class PhotoParser:
         detector = self.detector
         if self.landmarks is not None:
             detector = LandmarkDetector(self.landmarks.get(name, []))
+        model_set = class_set_of(self.model)
         if detector is None:
-            return ParsedPhoto(parse_photo(self.model, image, self.size), [])
-        return parse_faces(self.model, image, self.size, detector, crop_scale=self.crop_scale)
+            parsed = ParsedPhoto(parse_photo(self.model, image, self.size), [], model_set.names)
+        else:
+            parsed = parse_faces(self.model, image, self.size, detector, crop_scale=self.crop_scale)
+        if self.view.table is None:
+            return parsed
+        faces = [
+            dataclasses.replace(face, pixel_counts=self.view.counts(face.pixel_counts, model_set))
+            for face in parsed.faces
+        ]
+        return ParsedPhoto(self.view.labels(parsed.label), faces, self.view.class_set.names)
 
 
 def load_landmarks(path):
@@ -144,7 +185,7 @@ def visualize_photo(parser, path, out_dir, args):
         print(f"{path}: no face found, parsed the whole photo instead", file=sys.stderr)
     boxes = [face.box for face in parsed.faces]
     save_png(
-        overlay.faces_panel(image, parsed.label, args.alpha, boxes),
+        overlay.faces_panel(image, parsed.label, args.alpha, boxes, parser.view.class_set),
         out_dir / f"{path.stem}_overlay.png",
     )
     if args.save_masks:
@@ -159,7 +200,8 @@ def visualize_video(parser, path, out_dir, args):
         parsed = parser(frame, path.name)
         boxes = [face.box for face in parsed.faces]
         record = parsed.to_json() if args.json else {"faces": len(parsed.faces)}
-        return parsed.label, overlay.overlay_frame(frame, parsed.label, args.alpha, boxes), record
+        drawn = overlay.overlay_frame(frame, parsed.label, args.alpha, boxes, parser.view.class_set)
+        return parsed.label, drawn, record
 
     summary = video.process_video(path, out_dir, parse_frame, args.save_masks)
     if parser.aligns:
@@ -183,25 +225,33 @@ def write_json(path, record):
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
-def visualize_dataset(model, data_root, split, num, seed, size, out_dir):
-    """Panels photo | truth | prediction | errors for `num` samples, plus grid.png."""
-    ids = split_ids(data_root, split)
+def visualize_dataset(model, layout, split, num, seed, size, out_dir, views):
+    """Panels photo | truth | prediction | errors for `num` samples, plus grid.png.
+
+    `views` is `evaluation.label_views`' (class set, truth table, prediction table);
+    panels are drawn at 512x512 (labels resized nearest).
+    """
+    check_release_labels(layout)
+    class_set, truth_table, prediction_table = views
+    ids = layout.split_ids(split)
     if not ids:
-        raise DatasetError(f"split '{split}' of {data_root} has no images")
+        raise DatasetError(f"split '{split}' of {layout.root} has no images")
     chosen = sorted(
         np.random.default_rng(seed).choice(ids, size=min(num, len(ids)), replace=False).tolist()
     )
     panels = []
     for image_id in chosen:
-        truth = merge_masks(data_root, image_id)
-        prediction = predict_dataset_labels(model, data_root, [image_id], size, MASK_SIZE)[0]
-        photo = load_image(data_root, image_id, MASK_SIZE)
-        panels.append(overlay.dataset_panel(photo, truth, prediction))
-        save_png(panels[-1], out_dir / f"{image_id}_panel.png")
+        truth = resize_label(load_label(layout, image_id), MASK_SIZE)
+        truth = truth if truth_table is None else truth_table[truth]
+        prediction = predict_dataset_labels(model, layout, [image_id], size, MASK_SIZE)[0]
+        if prediction_table is not None:
+            prediction = prediction_table[prediction]
+        photo = load_image(layout, image_id, MASK_SIZE)
+        panels.append(overlay.dataset_panel(photo, truth, prediction, class_set))
+        name = layout.sample_name(image_id)
+        save_png(panels[-1], out_dir / f"{name}_panel.png")
         accuracy = float((truth == prediction).mean())
-        print(
-            f"image {image_id}: pixel accuracy {accuracy:.3f} -> {out_dir / f'{image_id}_panel.png'}"
-        )
+        print(f"image {name}: pixel accuracy {accuracy:.3f} -> {out_dir / f'{name}_panel.png'}")
     save_png(overlay.stack_panels(panels), out_dir / "grid.png")
 
 
@@ -235,7 +285,8 @@ def build_detector(args):
 
 
 def run(args):
-    size = args.image_size or run_config(args.checkpoint).image_size
+    saved = run_config(args.checkpoint)
+    size = args.image_size or saved.image_size
     out_dir = Path(args.out)
     if args.data_root is None:
         paths = [Path(args.video)] if args.video else video.list_media(args.images)
@@ -247,9 +298,14 @@ def run(args):
     model = load_checkpoint(args.checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.data_root is not None:
-        visualize_dataset(model, args.data_root, args.split, args.num, args.seed, size, out_dir)
+        layout = open_layout(args.data_root, saved.dataset, saved.classes)
+        views = evaluation.label_views(
+            layout.class_set, class_set_of(model), saved.class_map, args.classes
+        )
+        visualize_dataset(model, layout, args.split, args.num, args.seed, size, out_dir, views)
         return 0
-    parser = PhotoParser(model, size, args.crop_scale, detector, landmarks)
+    view = View(*remap(class_set_of(model), args.classes, "--classes")) if args.classes else None
+    parser = PhotoParser(model, size, args.crop_scale, detector, landmarks, view)
     problems = visualize_photos(parser, paths, out_dir, args)
     return report_problems(problems, len(paths))
 

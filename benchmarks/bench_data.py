@@ -7,7 +7,12 @@ Rows, all at one image size with augmentation on and the label cache warm:
 - ours, `dataset[i]` called in one thread (with and without the label cache);
 - ours, what `fit` reads: a `TrainingStream` (in-order worker threads building batches ahead)
   asked for batches 0, 1, 2, ... as Keras asks, with 1, 2 and N worker threads (N = the cores
-  this process may use).
+  this process may use);
+- packed (`data_generator.py pack`, the set packed once at the row's size; its one-time cost is
+  printed per 1,000 images): `dataset[i]` in one thread, and the `TrainingStream` with 1, 2 and
+  N worker threads or worker processes (steady state: the workers are started and the first
+  batch served before the clock starts; their start cost and memory are printed apart; the
+  CPU seconds of a processes row add the workers' to this process's).
 Every row runs in this one process, interleaved over the repeats, and the best repeat is kept,
 because the machine's cores may be shared and noisy.
 
@@ -31,7 +36,7 @@ import numpy as np
 
 from faceparsing import images
 from faceparsing.classes import PART_NAMES
-from faceparsing.data import augment, layout, samples
+from faceparsing.data import augment, layout, packed, samples
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.stream import TrainingStream
 from faceparsing.data.synthetic import make_demo_dataset
@@ -109,6 +114,28 @@ def run_stream(dataset, num_batches, workers):
         stream.close()
 
 
+def run_warm_stream(dataset, num_batches, workers, worker_type):
+    """Like `run_stream`, but timed from after the first batch (workers started and busy)."""
+    stream = TrainingStream(
+        dataset, steps_per_epoch=len(dataset), workers=workers, worker_type=worker_type
+    )
+    try:
+        stream[0]
+        start = time.perf_counter(), time.process_time() + _worker_cpu(stream)
+        for index in range(1, num_batches + 1):
+            stream[index]
+        cpu = time.process_time() + _worker_cpu(stream) - start[1]
+        return time.perf_counter() - start[0], cpu
+    finally:
+        stream.close()
+
+
+def _worker_cpu(stream):
+    # The worker processes' CPU seconds (a benchmark may look inside the stream).
+    pool = stream._executor
+    return pool.cpu_seconds() if stream.worker_type == "processes" else 0.0
+
+
 def timed(function, *args):
     """A callable running `function(*args)` and returning its (wall, CPU) seconds."""
 
@@ -160,6 +187,50 @@ def rows(root, ids, size, batch_size, cache_dir, workers_list, passes):
     return table
 
 
+def packed_rows(pack_root, size, batch_size, workers_list, passes):
+    """The rows of a packed folder (see the module docstring)."""
+    dataset = make_dataset(pack_root, size, batch_size, None)
+    num_batches = passes * len(dataset)
+    loaded = num_batches * batch_size
+    table = [("packed: dataset[i]", 1, timed(run_dataset, dataset, num_batches), loaded)]
+    for worker_type in ("threads", "processes"):
+        for workers in workers_list:
+            run = functools.partial(run_warm_stream, dataset, num_batches, workers, worker_type)
+            table.append((f"packed: TrainingStream, {worker_type}", workers, run, loaded))
+    return table
+
+
+def pack_once(root, out, size, workers):
+    """Pack the set at `size`; return the seconds it took per 1,000 images."""
+    start = time.perf_counter()
+    manifest = packed.pack(root, out, image_size=size, workers=workers, progress=False)
+    count = sum(split["count"] for split in manifest["splits"].values())
+    return 1000 * (time.perf_counter() - start) / count
+
+
+def reencoding_error(root, pack_root, size):
+    """(mean absolute difference in grey levels, PSNR dB) of the packed images vs the release's."""
+    differences = np.stack([
+        samples.load_image(root, image_id, size).astype(np.float64)
+        - samples.load_image(pack_root, image_id, size)
+        for image_id in layout.split_ids(root, "all")
+    ])  # fmt: skip
+    return np.abs(differences).mean(), 10 * np.log10(255**2 / (differences**2).mean())
+
+
+def worker_start_cost(dataset):
+    """(seconds to start one worker process and get its first batch, its resident MiB)."""
+    from faceparsing.data.workers import ProcessPool
+
+    start = time.perf_counter()
+    with ProcessPool(dataset.batch_maker(), 1) as pool:
+        pool.submit((0, 0)).result()
+        seconds = time.perf_counter() - start
+        with open(f"/proc/{pool.pids[0]}/status") as status:
+            rss = next(line for line in status if line.startswith("VmRSS"))
+    return seconds, int(rss.split()[1]) / 1024
+
+
 def measure(table, repeats):
     """Interleave the rows over `repeats` passes; keep the best samples/s and samples per
     CPU second of each."""
@@ -170,6 +241,15 @@ def measure(table, repeats):
             previous = best.get((name, threads), (0.0, 0.0))
             best[name, threads] = (max(previous[0], count / wall), max(previous[1], count / cpu))
     return best
+
+
+def print_packed(pack_seconds, error, start_cost):
+    print(
+        f"pack: {pack_seconds:.1f} s per 1,000 images (all cores); re-encoded images (JPEG "
+        f"quality {packed.JPEG_QUALITY}) differ from the release's decode by {error[0]:.2f} grey "
+        f"levels on average (PSNR {error[1]:.1f} dB); one worker process: {start_cost[0]:.2f} s "
+        f"to start and serve its first batch, {start_cost[1]:.0f} MiB resident"
+    )
 
 
 def print_table(size, rates, repeats):
@@ -284,11 +364,17 @@ def main(argv=None):
         warm_cache(root, cache_dir)
         print(
             f"{len(ids)} images, batch {args.batch_size}, {available_cores()} core(s) usable, "
-            f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} thread(s) a call"
+            f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} thread(s) a call, "
+            f"load average {' '.join(f'{load:.1f}' for load in os.getloadavg())}"
         )
         for size in args.sizes:
+            pack_root = Path(temp) / f"packed_{size}"
+            pack_seconds = pack_once(root, pack_root, size, available_cores())
             table = rows(root, ids, size, args.batch_size, cache_dir, args.workers, args.passes)
+            table += packed_rows(pack_root, size, args.batch_size, args.workers, args.passes)
             print_table(size, measure(table, args.repeats), args.repeats)
+            start_cost = worker_start_cost(make_dataset(pack_root, size, args.batch_size, None))
+            print_packed(pack_seconds, reencoding_error(root, pack_root, size), start_cost)
             dataset = make_dataset(root, size, args.batch_size, cache_dir)
             print_opencv_share(dataset, args.passes * len(dataset))
     return 0

@@ -17,7 +17,10 @@ really gets, and prints each as img/s and as a fraction of the jitted step:
 - `train.py`'s whole pipeline (`faceparsing.training.trainer.train`) on a
   synthetic set written in the release layout (`--images`, 1024x1024 JPEGs
   and 512x512 part masks), augmentation on, `workers: auto`; the second epoch
-  is timed (the first compiles and fills the label cache).
+  is timed (the first compiles and fills the label cache);
+- the same on that set packed at `--image-size` (`data_generator.py pack`;
+  `worker_type: auto` then builds batches in worker processes). A packed
+  `--data-root` is used as it is (only this row).
 
 Usage:
     python benchmarks/gpu_check.py [--batch-size 16] [--peak-flops 989e12]
@@ -59,7 +62,9 @@ def parse_args(argv):
     parser.add_argument("--end-to-end", action="store_true", help="also fit and train.py")
     parser.add_argument("--images", type=int, default=480, help="synthetic set for train.py")
     parser.add_argument("--fit-steps", type=int, default=20, help="timed fit steps per row")
-    parser.add_argument("--data-root", help="synthetic set folder (default: a temporary one)")
+    parser.add_argument(
+        "--data-root", help="synthetic set folder, or a packed folder (default: a temporary one)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.backbone, args.image_size, args.batch_size = "mobilenetv2", 32, 2
@@ -258,6 +263,7 @@ def end_to_end(args, step_rate):
     import tempfile
 
     from faceparsing.config import worker_count
+    from faceparsing.data import packed
     from faceparsing.data.synthetic import make_demo_dataset
 
     rows = [("jitted train step (above)", step_rate)]
@@ -268,11 +274,20 @@ def end_to_end(args, step_rate):
         print(f"{label}: {rows[-1][1]:.1f} img/s", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.data_root or f"{scratch}/CelebAMask-HQ"
-        started = time.perf_counter()
-        make_demo_dataset(root, args.images, seed=0)
-        print(f"wrote {args.images} synthetic faces in {time.perf_counter() - started:.0f} s")
-        label = f"train.py pipeline, {worker_count('auto')} worker threads, augmentation on"
-        rows.append((label, train_pipeline(args, root, f"{scratch}/run")))
+        workers = worker_count("auto")
+        if not packed.is_packed(root):
+            started = time.perf_counter()
+            make_demo_dataset(root, args.images, seed=0)
+            print(f"wrote {args.images} synthetic faces in {time.perf_counter() - started:.0f} s")
+            label = f"train.py pipeline, release layout, {workers} worker threads, augmentation on"
+            rows.append((label, train_pipeline(args, root, f"{scratch}/run")))
+            print(f"{label}: {rows[-1][1]:.1f} img/s", flush=True)
+            started = time.perf_counter()
+            packed.pack(root, f"{scratch}/packed", image_size=args.image_size, progress=False)
+            print(f"packed them in {time.perf_counter() - started:.0f} s", flush=True)
+            root = f"{scratch}/packed"
+        label = f"train.py pipeline, packed, {workers} workers (worker_type auto), augmentation on"
+        rows.append((label, train_pipeline(args, root, f"{scratch}/run_packed")))
     print("\n| what | img/s | fraction of the jitted step |\n|---|---|---|")
     for label, rate in rows:
         print(f"| {label} | {rate:.1f} | {rate / step_rate:.0%} |")

@@ -10,15 +10,18 @@ from faceparsing.classes import NUM_CLASSES
 from faceparsing.errors import CheckpointError
 
 
-def load_checkpoint(path, num_classes=NUM_CLASSES):
+def load_checkpoint(path, num_classes=None):
     """Load a `.keras` checkpoint in Keras safe mode; errors name the path.
 
     Args:
         path: str or Path. The `.keras` file.
-        num_classes: int. Classes the model must emit. Defaults to 19.
+        num_classes: int or None. Classes the model must emit; None accepts
+            any (the model's class set says which). Defaults to None.
 
     Returns:
-        The uncompiled keras.Model.
+        The uncompiled keras.Model; `faceparsing.classes.class_set_of(model)`
+        gives its class set (CelebAMask-HQ's for a 19-class checkpoint saved
+        before class sets).
 
     Raises:
         CheckpointError: the file is missing, cannot be loaded, or predicts
@@ -33,9 +36,14 @@ def load_checkpoint(path, num_classes=NUM_CLASSES):
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"checkpoint {path} could not be loaded: {reason}") from None
     classes = model.output_shape[-1]
-    if classes != num_classes:
+    if num_classes is not None and classes != num_classes:
         raise CheckpointError(
             f"checkpoint {path} predicts {classes} classes, expected {num_classes}"
+        )
+    if getattr(model, "class_set", None) is None and classes != NUM_CLASSES:
+        raise CheckpointError(
+            f"checkpoint {path} predicts {classes} classes, expected {NUM_CLASSES}: a model "
+            "saved without a class set is read as CelebAMask-HQ's"
         )
     return model
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from faceparsing.data.class_weights import WEIGHT_SCHEMES
-from faceparsing.data.layout import SPLITS
+from faceparsing.data.layout import DATASETS, SPLITS
 from faceparsing.data.samples import TARGETS
+from faceparsing.data.workers import WORKER_TYPES
 from faceparsing.errors import ConfigError
 from faceparsing.files import atomic_write_text
 from faceparsing.model.backbones import BACKBONES, OUTPUT_STRIDES
@@ -32,7 +33,10 @@ DISTRIBUTE_MODES = ("none", "mirrored", "multiworker", "data_parallel")
 class TrainConfig:
     # --- data ---
     data_root: str = "data/CelebAMask-HQ"  # folder holding the unzipped release
-    demo_images: int = 0  # >0: write a synthetic set of this size into data_root if it is absent
+    dataset: str = "auto"  # auto (detected)|celebamask_hq|lapa|folder (LaPa's layout, own classes)
+    classes: str = ""  # the data's class set: "" = the layout's own, lapa, or a YAML file
+    class_map: str = ""  # merge/drop classes: YAML {target: [sources]} or its file; "" = none
+    demo_images: int = 0  # >0: write a synthetic set (dataset's layout) into an absent data_root
     train_split: str = "train"  # official split (train|val|test|all)
     val_split: str = "val"  # validation every epoch on this split
     max_train_images: int = 0  # 0 = whole split; a cap makes quick experiments cheap
@@ -47,6 +51,9 @@ class TrainConfig:
         ""  # merged-label cache ("" = <data_root>/.label_cache, "none" = off): ~5x faster loading
     )
     workers: str = "auto"  # batch-building threads: auto = the CPUs this process may use (affinity, cgroup quota), or N
+    worker_type: str = (
+        "auto"  # auto|threads|processes: auto = processes for packed data (no GIL limit)
+    )
     use_multiprocessing: bool = False  # removed (true is refused): threads scale, forks hang JAX
     skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping
     # --- model ---
@@ -82,13 +89,14 @@ class TrainConfig:
     distribute: str = "none"  # none|mirrored (TensorFlow)|data_parallel (JAX; several hosts: KERAS_DISTRIBUTION_*); multiworker is refused (keras#20585)
     # --- run folder ---
     run_dir: str = "runs/default"  # config.yaml, metrics.csv, checkpoints, curves
-    init: str = ""  # start from another checkpoint's weights (.keras)
+    init: str = ""  # start from another checkpoint's weights (.keras); another class set: new head
     tensorboard: bool = False  # write TensorBoard logs to <run_dir>/tensorboard
     verbose: int = 1  # 1 = progress bar, 2 = one line per epoch, 0 = silent
 
 
 # Each enumeration comes from the module that implements it.
 CHOICES = {
+    "dataset": DATASETS,
     "train_split": SPLITS,
     "val_split": SPLITS,
     "target": TARGETS,
@@ -103,6 +111,7 @@ CHOICES = {
     "distribute": DISTRIBUTE_MODES,
     "verbose": (0, 1, 2),
     "fast_atrous": ("auto", "true", "false"),
+    "worker_type": WORKER_TYPES,
 }
 RANGES = {
     "image_size": (32, 2048),
@@ -132,6 +141,8 @@ def _coerce(key, value):
         value = "true" if value else "false"  # YAML reads `jit_compile: true` as a bool
     if expected is str and value is None:
         value = "none"
+    if expected is str and isinstance(value, dict):
+        value = yaml.safe_dump(value, default_flow_style=True).strip()  # `class_map: {hair: hair}`
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(
             f"config key '{key}' expects {expected.__name__}, got {value!r} "
@@ -287,7 +298,7 @@ def use_fast_atrous(fast_atrous, backend, devices):
     """Whether to build space-to-batch atrous layers for `fast_atrous` on this machine.
 
     "auto" picks what measured faster: on, except under JAX on CPU
-    (see README, "Fast atrous convolution").
+    (see docs/training.md, "Fast atrous convolution").
     """
     if fast_atrous != "auto":
         return fast_atrous == "true"

@@ -46,6 +46,8 @@ def scores_from_confusion(confusion, class_names=CLASS_NAMES, background_index=0
         A class absent from ground truth and prediction has `iou`/`f1` None.
     """
     confusion = np.asarray(confusion, dtype=np.float64)
+    if len(class_names) != confusion.shape[0]:
+        raise ValueError(f"{len(class_names)} class names for a {confusion.shape[0]}-class matrix")
     true_positive = np.diag(confusion)
     support = confusion.sum(axis=1)
     predicted = confusion.sum(axis=0)

@@ -7,9 +7,9 @@ import pytest
 from conftest import REPO
 
 SMOKE_RUNS = {
-    "bench_data.py": "of it inside OpenCV calls (GIL released)",
+    "bench_data.py": "| packed: TrainingStream, processes | 2 |",
     "bench_model.py": "| ours (fast_atrous=True) |",
-    "gpu_check.py": "| train.py pipeline,",
+    "gpu_check.py": "| train.py pipeline, packed,",
 }
 EXTRA_ARGUMENTS = {"gpu_check.py": ["--end-to-end"]}  # fit and train.py rows too
 

@@ -65,7 +65,7 @@ print(type(model).__name__, type(model.loss).__name__,
 @pytest.mark.parametrize("module", ["deeplab", "faceparsing.serialization"])
 @pytest.mark.parametrize("which", ["old_layout", "trained_run"])
 def test_one_import_loads_a_training_checkpoint_with_its_compile_config(module, which, trained_run):
-    # The README's snippet: `import deeplab`, then keras.saving.load_model. A training
+    # docs/training.md's snippet: `import deeplab`, then keras.saving.load_model. A training
     # checkpoint also holds the schedule, the loss and the metric, once a missing class.
     checkpoint = OLD_CHECKPOINT if which == "old_layout" else trained_run / "best.keras"
     result = subprocess.run(

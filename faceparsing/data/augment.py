@@ -7,10 +7,12 @@ worker threads run in parallel): one warp for the image and one for the label,
 with the flip folded into the warp's matrix, then one colour pass.
 """
 
+import functools
+
 import cv2
 import numpy as np
 
-from faceparsing.classes import FLIP_PERMUTATION
+from faceparsing.classes import CELEBAMASK_HQ
 from faceparsing.images import warp_affine
 
 SCALE_RANGE = (0.75, 1.25)
@@ -18,30 +20,33 @@ MAX_ROTATION_DEGREES = 10.0
 COLOR_JITTER = 0.2  # brightness, contrast and saturation factors in 1 +- 0.2
 
 
-def horizontal_flip(image, label):
+def horizontal_flip(image, label, class_set=CELEBAMASK_HQ):
     """Mirror an image (H, W, C) and its label (H, W), swapping left/right ids.
 
     After mirroring, the left eye sits where the right one was, so ids go
-    through `FLIP_PERMUTATION` (eyes, brows and ears trade places; lips don't).
+    through the class set's `flip_permutation` (CelebAMask-HQ: eyes, brows and
+    ears trade places; lips don't).
     """
     image = np.ascontiguousarray(np.asarray(image)[:, ::-1])
     label = np.asarray(label)
-    label = FLIP_PERMUTATION.astype(label.dtype)[label[:, ::-1]]
+    label = class_set.flip_permutation.astype(label.dtype)[label[:, ::-1]]
     return image, label
 
 
-def augment_sample(image, label, rng):
+def augment_sample(image, label, rng, class_set=CELEBAMASK_HQ):
     """Randomly flip, scale, crop/pad, rotate and colour-jitter one sample.
 
     Geometry is one affine warp: bilinear for the image, nearest for the label
     (no invented ids); uncovered areas become black image and background label.
-    A flipped label's ids then go through `FLIP_PERMUTATION`.
+    A flipped label's ids then go through the class set's `flip_permutation`.
 
     Args:
         image: (H, W, 3) uint8 array.
         label: (H, W) uint8 array.
         rng: numpy Generator; seeding it per sample makes results independent
             of worker scheduling.
+        class_set: ClassSet. Whose left/right pairs a flip swaps.
+            Defaults to CelebAMask-HQ's.
 
     Returns:
         The augmented (H, W, 3) uint8 image and (H, W) uint8 label.
@@ -56,7 +61,7 @@ def augment_sample(image, label, rng):
     image = warp_affine(image, matrix, size)
     label = warp_affine(label, matrix, size, nearest=True)
     if flip:
-        label = cv2.LUT(label, _FLIP_TABLE)
+        label = cv2.LUT(label, flip_table(class_set))
     return _jitter_colour(image, rng), label
 
 
@@ -77,9 +82,13 @@ def sampling_matrix(size, scale, angle, shift, flip):
     return np.column_stack([inverse, offset])
 
 
-# cv2.LUT table mapping each id of a uint8 label map to its mirror id.
-_FLIP_TABLE = np.arange(256, dtype=np.uint8)
-_FLIP_TABLE[: len(FLIP_PERMUTATION)] = FLIP_PERMUTATION
+@functools.lru_cache(maxsize=16)
+def flip_table(class_set):
+    """cv2.LUT table mapping each id of a uint8 label map to its mirror id."""
+    table = np.arange(256, dtype=np.uint8)
+    table[: class_set.num_classes] = class_set.flip_permutation
+    return table
+
 
 # ITU-R 601-2 luma, the grey of Pillow's "L" mode and of cv2.COLOR_RGB2GRAY.
 _LUMA = np.array([0.299, 0.587, 0.114])

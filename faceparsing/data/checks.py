@@ -16,9 +16,10 @@ from faceparsing.data.layout import (
     existing_parts,
     image_path,
     no_parts_message,
+    open_layout,
     split_ids,
 )
-from faceparsing.data.samples import read_mask
+from faceparsing.data.samples import read_folder_label, read_mask
 from faceparsing.errors import DatasetError, ImageNotFoundError
 from faceparsing.images import open_image
 
@@ -75,13 +76,25 @@ def check_dataset(root, split="all", progress=True):
     """Scan a dataset and return every problem found, each naming its file.
 
     Args:
-        root: str or Path. Dataset root in the release layout.
+        root: str or Path. Dataset root in the release layout, or a packed folder.
         split: str. Which official split to scan. Defaults to "all".
         progress: bool. Show a tqdm progress bar. Defaults to True.
 
     Returns:
         A list of problem strings (empty when the dataset is sound).
     """
+    try:
+        layout = open_layout(root)
+        if layout.kind == "packed":  # every shard's size and checksum against the manifest
+            return layout.pack.verify()
+    except DatasetError as error:
+        return [str(error)]
+    if layout.kind != "celebamask_hq":
+        return [
+            problem
+            for image_id in _progress(layout.split_ids(split), progress, f"checking {split}")
+            for problem in folder_sample_problems(layout, image_id)
+        ]
     problems = layout_problems(root)
     if not (Path(root) / MAPPING_FILE).is_file():
         return problems
@@ -107,9 +120,19 @@ def validate_split(root, ids, max_listed=5):
     Raises:
         DatasetError: one line listing the first `max_listed` problems and their count.
     """
-    problems = layout_problems(root)
-    for image_id in ids if not problems else ():
-        problems += _header_problems(root, image_id)
+    layout = open_layout(root)
+    if layout.kind == "packed":  # the manifest lists the ids; sizes of their shards are checked
+        layout.pack.check_ids(ids)
+        return
+    if layout.kind == "celebamask_hq":
+        problems = layout_problems(layout.root)
+        for image_id in ids if not problems else ():
+            problems += _header_problems(layout.root, image_id)
+    else:
+        problems = [
+            problem for image_id in ids for problem in folder_header_problems(layout, image_id)
+        ]
+    root = layout.root
     if problems:
         listed = "; ".join(problems[:max_listed])
         more = f"; ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
@@ -117,6 +140,37 @@ def validate_split(root, ids, max_listed=5):
             f"{len(problems)} problem(s) in {root}: {listed}{more} (run `python data_generator.py "
             f"check --data_root {root}` for a full scan)"
         )
+
+
+def folder_header_problems(layout, image_id):
+    """Header-only check of one sample of a folder layout: image and label exist, same size."""
+    image, label = layout.image_path(image_id), layout.label_path(image_id)
+    sizes = []
+    for path, what in ((image, "image"), (label, "label")):
+        try:
+            with open_image(path, what) as file:
+                sizes.append(file.size)
+        except ImageNotFoundError:
+            return [f"missing {what} {path}"]
+        except DatasetError as error:
+            return [str(error)]
+    if sizes[0] != sizes[1]:
+        return [
+            f"label {label} is {sizes[1][0]}x{sizes[1][1]}, its image {image} is "
+            f"{sizes[0][0]}x{sizes[0][1]}"
+        ]
+    return []
+
+
+def folder_sample_problems(layout, image_id):
+    """Fully decode one sample of a folder layout; return problems (each naming its file)."""
+    try:
+        with open_image(layout.image_path(image_id)) as image:
+            image.load()
+        read_folder_label(layout, image_id)
+    except DatasetError as error:
+        return [str(error)]
+    return []
 
 
 def _header_problems(root, image_id):

@@ -1,37 +1,22 @@
 """The Keras dataset: batches of CelebAMask-HQ images and targets for `model.fit`."""
 
-import logging
-import math
-from pathlib import Path
-
 import keras
 import numpy as np
 
-from faceparsing.classes import NUM_CLASSES
-from faceparsing.data.augment import augment_sample
+from faceparsing.classes import remap
+from faceparsing.data.batches import SampleBatches
 from faceparsing.data.class_weights import (
     WEIGHT_SCHEMES,
     check_weight_vector,
     class_weights_from_counts,
-    per_image_pixel_weights,
-    pixel_weights,
     training_class_counts,
 )
-from faceparsing.data.layout import split_ids
-from faceparsing.data.samples import (
-    TARGETS,
-    LabelCache,
-    encode_targets,
-    load_image,
-    load_label,
-    resize_label,
-)
+from faceparsing.data.layout import open_layout
+from faceparsing.data.samples import TARGETS, LabelCache
 from faceparsing.errors import ConfigError, DatasetError, record_batch_errors
 
-logger = logging.getLogger(__name__)
 
-
-class CelebAMaskHQ(keras.utils.PyDataset):
+class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
     """Batches of CelebAMask-HQ images and label maps for `model.fit`.
 
     Batches are `(x, y)`, or `(x, y, w)` when `class_weights` is set:
@@ -50,7 +35,9 @@ class CelebAMaskHQ(keras.utils.PyDataset):
     epochs itself.
 
     Args:
-        root: str or Path. Dataset root in the release layout.
+        root: str, Path or layout object. Dataset root in CelebAMask-HQ's
+            release layout or LaPa's, or a packed folder (`data_generator.py
+            pack`, recognised by its manifest); see `faceparsing.data.layout`.
         split: str. "train", "val", "test" or "all" (official split).
             Defaults to "train".
         batch_size: int. Defaults to 8.
@@ -77,6 +64,9 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             Defaults to None.
         drop_remainder: bool. Leave out the last, smaller batch (training:
             every step has the same shape). Defaults to False.
+        class_map: dict, str or None. Merges or drops the data's classes
+            (`faceparsing.classes.remap`); `class_set` is the result.
+            Defaults to None (the data's own classes).
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of
             `keras.utils.PyDataset`.
 
@@ -103,6 +93,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         skip_bad_samples=False,
         max_weight=None,
         drop_remainder=False,
+        class_map=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -110,14 +101,19 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         _check_positive_int("image_size", image_size)
         if target not in TARGETS:
             raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
-        self.root = Path(root)
+        self.layout = open_layout(root)
+        self.root = self.layout.root
         self.split = split
-        self.ids = list(split_ids(root, split) if ids is None else ids)
+        self.ids = list(self.layout.split_ids(split) if ids is None else ids)
         if not self.ids:
             raise DatasetError(f"split {split!r} of {root} has no images")
         self.batch_size = batch_size
         self.image_size = image_size
-        self.num_classes = NUM_CLASSES
+        self.class_map = class_map
+        self.class_set, self._label_table = self.layout.class_set, None
+        if class_map:
+            self.class_set, self._label_table = remap(self.layout.class_set, class_map)
+        self.num_classes = self.class_set.num_classes
         self.target = target
         self.class_weights = class_weights
         self.max_weight = max_weight
@@ -134,7 +130,12 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             )
         self.bad_samples = []
         self._pydataset_kwargs = kwargs
-        self._label_cache = LabelCache(root, cache_dir) if cache_dir else None
+        if self.layout.kind == "packed":  # fail now, not in a worker, on a damaged shard
+            self.layout.pack.check_ids(self.ids)
+        # Only CelebAMask-HQ merges its labels (18 part files): a packed folder
+        # or a label PNG is read as it is.
+        merged_labels = cache_dir and self.layout.kind == "celebamask_hq"
+        self._label_cache = LabelCache(self.root, cache_dir) if merged_labels else None
         self._class_weight_vector = self._resolve_class_weights(class_weights)
         self._order_cache = None
         self.set_epoch(0)
@@ -149,91 +150,27 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         if self._class_weight_vector is not None:
             weights = self._class_weight_vector
         return CelebAMaskHQ(
-            self.root, self.split, self.batch_size, self.image_size, self.target,
+            self.layout, self.split, self.batch_size, self.image_size, self.target,
             weights, self.augment, self.shuffle, self.seed, self.cache_dir,
             ids=self.ids[index::num_shards], skip_bad_samples=self.skip_bad_samples,
             max_weight=self.max_weight, drop_remainder=self.drop_remainder,
-            **self._pydataset_kwargs,
+            class_map=self.class_map, **self._pydataset_kwargs,
         )  # fmt: skip
 
     def set_epoch(self, epoch):
         """Set the epoch that `dataset[index]` uses (e.g. when resuming)."""
         self.epoch = int(epoch)
 
-    def order(self, epoch):
-        """Positions in `ids` in the order of `epoch` (a permutation when shuffling)."""
-        cached = self._order_cache  # one tuple read: safe with worker threads
-        if cached is not None and cached[0] == epoch:
-            return cached[1]
-        order = np.arange(len(self.ids))
-        if self.shuffle:
-            np.random.default_rng((self.seed, int(epoch))).shuffle(order)
-        self._order_cache = (epoch, order)
-        return order
-
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
-
-    def __len__(self):
-        if self.drop_remainder:
-            return len(self.ids) // self.batch_size
-        return math.ceil(len(self.ids) / self.batch_size)
 
     @record_batch_errors  # Keras may read it through tf.data, which wraps errors
     def __getitem__(self, index):
         return self.batch(index, self.epoch)
 
-    def batch(self, index, epoch):
-        """Batch `index` of `epoch`: the same arrays whenever and wherever it is built."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch index {index} out of range 0..{len(self) - 1}")
-        positions = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
-        samples = [self._load_readable_sample(position, epoch) for position in positions]
-        # Compact batches: a quarter of float32's bytes in host memory, between
-        # threads and on the way to the device, where the model casts them.
-        images = np.stack([image for image, _ in samples])
-        labels = np.stack([label for _, label in samples])
-        targets = encode_targets(labels, self.target)
-        if self.class_weights is None:
-            return images, targets
-        return images, targets, self._pixel_weights(labels)
-
-    def load_sample(self, image_id, epoch=None):
-        """Return one `(image, label)` pair as uint8 arrays (S, S, 3) and (S, S).
-
-        Augmented with the generator of (seed, epoch, image_id); `epoch`
-        defaults to the current one.
-        """
-        image = load_image(self.root, image_id, self.image_size)
-        label = resize_label(load_label(self.root, image_id, self._label_cache), self.image_size)
-        if self.augment:
-            epoch = self.epoch if epoch is None else int(epoch)
-            rng = np.random.default_rng((self.seed, epoch, image_id))
-            image, label = augment_sample(image, label, rng)
-        return image, label
-
-    def _load_readable_sample(self, position, epoch):
-        # A bad sample is replaced by the next readable one in split order, so
-        # the substitution is the same whatever worker loads it.
-        for attempt in range(len(self.ids)):
-            image_id = self.ids[(position + attempt) % len(self.ids)]
-            try:
-                return self.load_sample(image_id, epoch)
-            except DatasetError as error:
-                if not self.skip_bad_samples:
-                    raise
-                self._record_bad_sample(image_id, error)
-        raise DatasetError(f"no readable sample left in split {self.split!r} of {self.root}")
-
-    def _record_bad_sample(self, image_id, error):
-        if image_id not in {bad_id for bad_id, _ in self.bad_samples}:
-            logger.warning("skipping bad sample %d: %s", image_id, error)
-            self.bad_samples.append((image_id, str(error)))
-
-    def _pixel_weights(self, labels):
-        if self.class_weights == "per_image":
-            return per_image_pixel_weights(labels, self.max_weight)
-        return pixel_weights(labels, self._class_weight_vector)
+    def batch_maker(self):
+        """A Keras-free copy that builds the same batches (for worker processes)."""
+        return SampleBatches.from_state(self.state())
 
     def _resolve_class_weights(self, class_weights):
         if class_weights is None or class_weights == "per_image":
@@ -242,11 +179,13 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             if class_weights not in WEIGHT_SCHEMES:
                 raise ConfigError(
                     f"class_weights must be None, one of {WEIGHT_SCHEMES} or "
-                    f"{NUM_CLASSES} floats, got {class_weights!r}"
+                    f"{self.num_classes} floats, got {class_weights!r}"
                 )
-            counts = training_class_counts(self.root, self.ids, self.cache_dir)
+            counts = training_class_counts(
+                self.layout, self.ids, self.cache_dir, self._label_table, self.num_classes
+            )
             return class_weights_from_counts(counts, class_weights, self.max_weight)
-        vector = check_weight_vector(class_weights)
+        vector = check_weight_vector(class_weights, self.num_classes)
         return vector if self.max_weight is None else np.minimum(vector, self.max_weight)
 
 

@@ -1,9 +1,19 @@
-"""The CelebAMask-HQ release layout and the official split, as the user unzips it.
+"""Dataset layouts: CelebAMask-HQ's release and LaPa's (any labelled folder), and their splits.
+
+CelebAMask-HQ, as the user unzips it:
 
 ```
 root/CelebA-HQ-img/{k}.jpg                                  1024x1024 RGB JPEG
 root/CelebAMask-HQ-mask-anno/{k // 2000}/{k:05d}_{part}.png  512x512 part masks
 root/CelebA-HQ-to-CelebA-mapping.txt                        idx orig_idx orig_file
+```
+
+LaPa as released, and a user's own data in the same layout plus a class-set file
+(`classes.yaml` in the root; landmarks and other folders are ignored):
+
+```
+root/{train,val,test}/images/{stem}.jpg     any size
+root/{train,val,test}/labels/{stem}.png     one class id per pixel, the image's size
 ```
 
 Paths, sizes and the split rule only: no image decoding and no Keras, so the
@@ -13,7 +23,7 @@ synthetic-face writer and the dataset checks share these facts cheaply.
 import os
 from pathlib import Path
 
-from faceparsing.classes import PART_NAMES
+from faceparsing.classes import CELEBAMASK_HQ, LAPA, PART_NAMES, load_class_set
 from faceparsing.errors import ConfigError, DatasetError
 
 IMAGE_DIR = "CelebA-HQ-img"
@@ -31,6 +41,15 @@ IMAGES_PER_MASK_FOLDER = 2000
 TRAIN_END = 162771
 VAL_END = 182638
 SPLITS = ("train", "val", "test", "all")
+
+# LaPa's layout: one folder per split, images and label PNGs of the same stem.
+FOLDER_SPLITS = ("train", "val", "test")
+FOLDER_IMAGE_DIR = "images"
+FOLDER_LABEL_DIR = "labels"
+FOLDER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+CLASS_SET_FILE = "classes.yaml"  # a user's own classes, beside the split folders
+# "auto" detects the layout from what data_root holds; the others force it.
+DATASETS = ("auto", "celebamask_hq", "lapa", "folder")
 
 
 # ---------------------------------------------------------------------------
@@ -127,7 +146,7 @@ def split_ids(root, split):
     """Return the sorted image ids of one official split.
 
     Args:
-        root: str or Path. The dataset root (holding the mapping file).
+        root: str or Path. The dataset root (holding the mapping file) or a packed folder.
         split: str. One of "train", "val", "test", "all".
 
     Returns:
@@ -135,9 +154,139 @@ def split_ids(root, split):
     """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    from faceparsing.data import packed  # imports this module
+
+    if packed.is_packed(root):
+        return packed.open_pack(root).split_ids(split)
     mapping = read_mapping(root)
     return sorted(
         image_id
         for image_id, orig_idx in mapping.items()
         if split == "all" or official_split(orig_idx) == split
     )
+
+
+# ---------------------------------------------------------------------------
+# Layout detection and the layout objects the dataset reads through
+# ---------------------------------------------------------------------------
+
+
+def detect_dataset(root, dataset="auto"):
+    """ "celebamask_hq", "lapa" or "folder" for `root` (`dataset` other than "auto" forces it).
+
+    Split folders with `images/` are LaPa's layout: "folder" when the root holds
+    `classes.yaml`, else "lapa". Anything else is read as CelebAMask-HQ, whose
+    errors then name the files that are missing.
+    """
+    if dataset not in DATASETS:
+        raise ConfigError(f"dataset must be one of {'|'.join(DATASETS)}, got {dataset!r}")
+    if dataset != "auto":
+        return dataset
+    root = Path(root)
+    if (root / MAPPING_FILE).is_file() or (root / IMAGE_DIR).is_dir():
+        return "celebamask_hq"
+    if any((root / split / FOLDER_IMAGE_DIR).is_dir() for split in FOLDER_SPLITS):
+        return "folder" if (root / CLASS_SET_FILE).is_file() else "lapa"
+    return "celebamask_hq"
+
+
+def open_layout(root, dataset="auto", classes=""):
+    """The layout object of `root`: `CelebAMaskHQLayout`, `FolderLayout`, or a packed
+    folder's `faceparsing.data.packed.PackedLayout` (recognised by its manifest).
+
+    Args:
+        root: str or Path. The dataset root.
+        dataset: str. One of `DATASETS`. Defaults to "auto".
+        classes: str. The data's class set (built-in name or YAML file); ""
+            means the layout's own (`classes.yaml` for "folder", LaPa's 11 for "lapa").
+    """
+    if hasattr(root, "split_ids"):  # a layout object already
+        return root
+    from faceparsing.data import packed  # imports this module
+
+    if packed.is_packed(root):  # whatever it was packed from: the manifest says
+        return packed.PackedLayout(root)
+    kind = detect_dataset(root, dataset)
+    if kind == "celebamask_hq":
+        if classes and load_class_set(classes) != CELEBAMASK_HQ:
+            raise ConfigError(
+                f"classes {classes!r}: CelebAMask-HQ's release layout holds its own 19 classes"
+            )
+        return CelebAMaskHQLayout(root)
+    if not classes and kind == "folder":
+        classes = Path(root) / CLASS_SET_FILE
+        if not classes.is_file():
+            raise DatasetError(
+                f"dataset 'folder' needs a class set: {classes} not found (or set the classes key)"
+            )
+    return FolderLayout(root, load_class_set(classes) if classes else LAPA, kind)
+
+
+class CelebAMaskHQLayout:
+    """CelebAMask-HQ's release: integer image ids, labels merged from part masks (512x512)."""
+
+    kind = "celebamask_hq"
+    class_set = CELEBAMASK_HQ
+    label_size = MASK_SIZE
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def split_ids(self, split):
+        return split_ids(self.root, split)
+
+    def image_path(self, image_id):
+        return image_path(self.root, image_id)
+
+    def sample_name(self, image_id):
+        return str(image_id)
+
+
+class FolderLayout:
+    """LaPa's layout: `<split>/images/<stem>.jpg` with `<split>/labels/<stem>.png`.
+
+    Samples are numbered 0..N-1 over train, val and test in sorted file order,
+    so the dataset, caches and seeds work with integer ids as for CelebAMask-HQ.
+
+    Args:
+        root: str or Path. The dataset root.
+        class_set: ClassSet. The classes the label PNGs hold.
+        kind: str. "lapa" or "folder", for messages.
+    """
+
+    label_size = None  # labels are compared at their own size
+
+    def __init__(self, root, class_set, kind="folder"):
+        self.root = Path(root)
+        self.class_set = class_set
+        self.kind = kind
+        self.entries = []  # (split, image file name), indexed by sample id
+        for split in FOLDER_SPLITS:
+            folder = self.root / split / FOLDER_IMAGE_DIR
+            if folder.is_dir():
+                names = sorted(
+                    entry.name for entry in os.scandir(folder)
+                    if entry.name.lower().endswith(FOLDER_IMAGE_SUFFIXES)
+                )  # fmt: skip
+                self.entries += [(split, name) for name in names]
+        if not self.entries:
+            raise DatasetError(
+                f"no images found in {self.root}/{{train,val,test}}/{FOLDER_IMAGE_DIR} "
+                f"(the LaPa layout; see docs/dataset.md)"
+            )
+
+    def split_ids(self, split):
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+        return [index for index, (name, _) in enumerate(self.entries) if split in ("all", name)]
+
+    def image_path(self, image_id):
+        split, name = self.entries[image_id]
+        return self.root / split / FOLDER_IMAGE_DIR / name
+
+    def label_path(self, image_id):
+        split, name = self.entries[image_id]
+        return self.root / split / FOLDER_LABEL_DIR / f"{Path(name).stem}.png"
+
+    def sample_name(self, image_id):
+        return Path(self.entries[image_id][1]).stem

@@ -1,7 +1,10 @@
-"""One sample from disk: the image at the model's size and the merged label map.
+"""One sample from disk: the image at the model's size and its label map.
 
-`merge_masks` follows the official `g_mask.py` exactly; `LabelCache` stores its
-result once per image so that later epochs skip the 18 mask reads.
+CelebAMask-HQ's label is merged from part masks: `merge_masks` follows the
+official `g_mask.py` exactly; `LabelCache` stores its result once per image so
+that later epochs skip the 18 mask reads. LaPa's layout holds one label PNG per
+image (`read_folder_label`). `source` arguments are a CelebAMask-HQ root or a
+layout object of `faceparsing.data.layout`.
 """
 
 import hashlib
@@ -14,6 +17,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from faceparsing.classes import NUM_CLASSES
+from faceparsing.data import packed
 from faceparsing.data.layout import (
     MASK_SIZE,
     existing_parts,
@@ -40,13 +44,29 @@ CACHE_VERSION = "1"
 _PNG_GREY = 0  # PNG colour type of the cache entries (8-bit grey)
 
 
-def load_image(root, image_id, size):
-    """Decode image `image_id` of the release as a (size, size, 3) uint8 RGB array.
+def load_image(source, image_id, size):
+    """Decode image `image_id` of a dataset as a (size, size, 3) uint8 RGB array.
 
     Raises:
         DatasetError: the file is missing, unreadable or over the pixel limit.
     """
-    return read_rgb_resized(image_path(root, image_id), size)
+    source = _packed_layout(source)
+    if hasattr(source, "load_image"):  # a packed folder: one record, one small decode
+        return source.load_image(image_id, size)
+    return read_rgb_resized(_image_path(source, image_id), size)
+
+
+def _packed_layout(source):
+    """A packed folder given by its path as its layout; anything else unchanged."""
+    if isinstance(source, str | Path) and packed.is_packed(source):
+        return packed.PackedLayout(source)
+    return source
+
+
+def _image_path(source, image_id):
+    if hasattr(source, "image_path"):
+        return source.image_path(image_id)
+    return image_path(source, image_id)
 
 
 def resize_label(label, size):
@@ -54,13 +74,13 @@ def resize_label(label, size):
     return resize_nearest(label, (size, size))
 
 
-def encode_targets(labels, target):
+def encode_targets(labels, target, num_classes=NUM_CLASSES):
     """Integer labels (B, H, W) as the model's targets: uint8 ids or uint8 one-hot.
 
     Keras' losses and the metric cast them; uint8 keeps batches small.
     """
     if target == "onehot":
-        return np.eye(NUM_CLASSES, dtype=np.uint8)[labels]
+        return np.eye(num_classes, dtype=np.uint8)[labels]
     return labels.astype(np.uint8, copy=False)
 
 
@@ -189,6 +209,55 @@ class LabelCache:
             Image.fromarray(label, mode="L").save(temp_path, format="PNG", pnginfo=info)
 
 
-def load_label(root, image_id, label_cache=None):
-    """The 512x512 label map of `image_id`, from `label_cache` when one is given."""
+def load_label(source, image_id, label_cache=None):
+    """The label map of `image_id`: CelebAMask-HQ's merged 512x512 one (from
+    `label_cache` when one is given), a folder layout's label PNG, or a packed
+    folder's stored map (at the packed size)."""
+    source = _packed_layout(source)
+    if hasattr(source, "load_label"):
+        return source.load_label(image_id)
+    if hasattr(source, "label_path"):
+        return read_folder_label(source, image_id)
+    root = getattr(source, "root", source)
     return label_cache.load(image_id) if label_cache else merge_masks(root, image_id)
+
+
+def read_folder_label(layout, image_id):
+    """The label PNG of sample `image_id` of a `FolderLayout`, checked against its image.
+
+    Raises:
+        DatasetError: the label is missing, unreadable, not one id per pixel,
+            of another size than its image, or holds ids beyond the class set.
+    """
+    path = layout.label_path(image_id)
+    data = read_file(path, "label")
+    with open_image(path, "label", data=data) as label_file:
+        size, mode = label_file.size, label_file.mode
+        # OpenCV expands a palette PNG to colours; Pillow keeps its indices (the ids).
+        indices = np.asarray(label_file) if mode == "P" else None
+    if mode not in ("L", "P"):
+        raise DatasetError(
+            f"label {path} is a {mode} image; expected one class id per pixel (grey or palette PNG)"
+        )
+    with open_image(layout.image_path(image_id), "image") as image_file:
+        image_size = image_file.size
+    if size != image_size:
+        raise DatasetError(
+            f"label {path} is {size[0]}x{size[1]}, its image {layout.image_path(image_id)} is "
+            f"{image_size[0]}x{image_size[1]}"
+        )
+    label = indices if indices is not None else decode(data, cv2.IMREAD_UNCHANGED)
+    if label is None or label.ndim != 2:
+        raise ImageReadError(f"cannot read label {path}: not a readable single-channel PNG")
+    check_label_ids(label, layout.class_set, path)
+    return label.astype(np.uint8, copy=False)
+
+
+def check_label_ids(label, class_set, path):
+    """Raise DatasetError naming `path` if `label` holds an id beyond `class_set`."""
+    largest = int(label.max(initial=0))
+    if largest >= class_set.num_classes:
+        raise DatasetError(
+            f"label {path} holds id {largest}, beyond the {class_set.num_classes} classes of "
+            f"{class_set.name} (ids 0..{class_set.num_classes - 1})"
+        )

@@ -10,8 +10,10 @@ same pass where the last one stopped, with no sample skipped or repeated).
 Nothing depends on when Keras calls `on_epoch_end` or on its shuffling, which
 `fit` must leave off (`shuffle=False`).
 
-Worker threads build the next `queue_size` batches ahead of the one asked for,
-fewer when that many would hold more than `PREFETCH_BYTES` of host memory.
+Workers build the next `queue_size` batches ahead of the one asked for: threads,
+or processes (`faceparsing.data.workers`) that build the same batches from the
+dataset's `batch_maker()` without the GIL's limit. Fewer are built ahead when
+that many would hold more than `PREFETCH_BYTES` of host memory.
 """
 
 import concurrent.futures
@@ -33,12 +35,17 @@ class TrainingStream(keras.utils.PyDataset):
         dataset: CelebAMaskHQ. Its `batch(index, epoch)` gives the batches.
         steps_per_epoch: int. Batches per `fit` epoch.
         start_epoch: int. Completed epochs before this `fit` (a resume).
-        workers: int. Threads that build batches ahead. Defaults to 1.
+        workers: int. Threads or processes that build batches ahead. Defaults to 1.
         queue_size: int or None. Batches built ahead. Defaults to 2 x workers,
             capped so that they hold at most `PREFETCH_BYTES`.
+        worker_type: str. "threads" or "processes" (the dataset must have
+            `batch_maker()`). Defaults to "threads".
     """
 
-    def __init__(self, dataset, steps_per_epoch, start_epoch=0, workers=1, queue_size=None):
+    def __init__(
+        self, dataset, steps_per_epoch, start_epoch=0, workers=1, queue_size=None,
+        worker_type="threads",
+    ):  # fmt: skip
         # Keras' own enqueuer stays off (workers=1): the stream prefetches in order itself.
         super().__init__(workers=1, use_multiprocessing=False)
         if steps_per_epoch < 1:
@@ -48,6 +55,9 @@ class TrainingStream(keras.utils.PyDataset):
         self.start_epoch = int(start_epoch)
         self.num_workers = max(1, int(workers))
         self.queue_size = queue_size or 2 * self.num_workers
+        if worker_type not in ("threads", "processes"):
+            raise ValueError(f"worker_type must be threads or processes, got {worker_type!r}")
+        self.worker_type = worker_type
         self._pending = {}
         self._lock = threading.Lock()
         self._executor = None
@@ -76,18 +86,19 @@ class TrainingStream(keras.utils.PyDataset):
         with self._lock:
             self._refuse_if_closed(index)
             if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(
-                    self.num_workers, thread_name_prefix="faceparsing-batches"
-                )
+                self._executor = self._start_workers()
             # Nothing ahead until the first batch shows how much memory one holds.
             depth = self.queue_size if self._batch_measured else 0
             for ahead in range(index, index + depth + 1):
                 if ahead not in self._pending:
-                    self._pending[ahead] = self._executor.submit(self.build, ahead)
+                    self._pending[ahead] = self._submit(ahead)
             future = self._pending.pop(index)
             for stale in [key for key in self._pending if key < index]:
                 self._pending.pop(stale).cancel()
-        batch = future.result()
+        if self.worker_type == "processes":
+            batch = self.dataset.receive(future.result())
+        else:
+            batch = future.result()
         if not self._batch_measured:
             self.queue_size = prefetch_depth(self.queue_size, batch)
             self._batch_measured = True
@@ -95,9 +106,24 @@ class TrainingStream(keras.utils.PyDataset):
 
     def _refuse_if_closed(self, index):
         # tf.data's generator thread may still ask once `fit` has returned: a
-        # new thread pool then would never be shut down.
+        # new pool of workers then would never be shut down.
         if self._closed:
             raise RuntimeError(f"batch {index} asked of a TrainingStream after close()")
+
+    def _start_workers(self):
+        if self.worker_type == "processes":
+            from faceparsing.data.workers import ProcessPool
+
+            return ProcessPool(self.dataset.batch_maker(), self.num_workers, "faceparsing-batches")
+        return concurrent.futures.ThreadPoolExecutor(
+            self.num_workers, thread_name_prefix="faceparsing-batches"
+        )
+
+    def _submit(self, index):
+        if self.worker_type == "processes":
+            epoch, position = self.locate(index)
+            return self._executor.submit((position, epoch))
+        return self._executor.submit(self.build, index)
 
     def close(self):
         """Stop the worker threads (batches built ahead are dropped); later reads raise."""

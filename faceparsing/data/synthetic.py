@@ -11,8 +11,16 @@ Eyeglasses, hats, earrings and necklaces are rare, as in CelebAMask-HQ.
 Every part is at least ~20 px thick at mask resolution (5 px at 128x128
 input), so a small model can learn all 19 classes on a CPU in minutes.
 
+With `layout="lapa"` the same faces are written in LaPa's layout
+(`<split>/images/<stem>.jpg`, `<split>/labels/<stem>.png`) with LaPa's 11 ids:
+parts LaPa has no class for become skin (ears, neck, eyeglasses), hair (hat)
+or background (earring, necklace, cloth).
+
+A set is written only into an absent or empty folder, or one holding the
+marker file of an earlier synthetic set (`MARKER_FILE`): anything else is refused.
+
 Usage:
-    python data_generator.py make-demo --out data/demo --num 200
+    python data_generator.py make-demo --out data/demo --num 200 [--layout lapa]
 """
 
 import concurrent.futures
@@ -25,17 +33,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from faceparsing.classes import PART_NAMES
+from faceparsing.classes import CLASS_NAMES, LAPA, PART_NAMES
 from faceparsing.data.layout import (
+    FOLDER_IMAGE_DIR,
+    FOLDER_LABEL_DIR,
     IMAGE_SIZE,
     MAPPING_FILE,
     MASK_SIZE,
     TRAIN_END,
     VAL_END,
     image_path,
+    official_split,
     part_path,
 )
-from faceparsing.errors import ConfigError
+from faceparsing.errors import ConfigError, DatasetError
 from faceparsing.files import atomic_path, atomic_write_text
 
 # Probability that an image shows each rare part (CelebAMask-HQ is similar).
@@ -47,6 +58,19 @@ BALD_PROBABILITY = 0.05
 # so at 512x512 they stay >= 20 px thick.
 MIN_THICKNESS = 20
 JPEG_QUALITY = 90
+LAYOUTS = ("celebamask_hq", "lapa")
+# Written first into every synthetic set: the one kind of non-empty folder it may write into.
+MARKER_FILE = ".faceparsing_synthetic"
+
+# Each CelebAMask-HQ part's LaPa class in the synthetic LaPa layout.
+_AS_LAPA = {
+    "background": "background", "skin": "skin", "nose": "nose", "eye_g": "skin",
+    "l_eye": "left_eye", "r_eye": "right_eye", "l_brow": "left_eyebrow",
+    "r_brow": "right_eyebrow", "l_ear": "skin", "r_ear": "skin", "mouth": "inner_mouth",
+    "u_lip": "upper_lip", "l_lip": "lower_lip", "hair": "hair", "hat": "hair",
+    "ear_r": "background", "neck_l": "background", "neck": "skin", "cloth": "background",
+}  # fmt: skip
+LAPA_TABLE = np.array([LAPA.ids[_AS_LAPA[name]] for name in CLASS_NAMES], dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------
@@ -386,12 +410,18 @@ def write_mapping(root, image_ids):
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_face(root, image_id, seed):
-    """Draw face `image_id` from its own generator and write image and part masks."""
+def draw_sample(image_id, seed):
+    """Face `image_id` drawn from its own generator: (image, part masks, CelebAMask-HQ label)."""
     rng = np.random.default_rng((seed, image_id))
     face, pose = random_face(rng), random_pose(rng)
     masks = draw_masks(face, pose, rng)
-    image = paint_image(merge(masks), face, pose, rng)
+    label = merge(masks)
+    return paint_image(label, face, pose, rng), masks, label
+
+
+def write_face(root, image_id, seed):
+    """Draw face `image_id` from its own generator and write image and part masks."""
+    image, masks, _ = draw_sample(image_id, seed)
     for part, mask in masks.items():
         path = part_path(root, image_id, part)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -429,23 +459,64 @@ def main_script_hidden():
             main.__spec__ = spec
 
 
-def make_demo_dataset(root, num_images, seed=0, start_id=0, workers=None):
-    """Write `num_images` synthetic faces in the CelebAMask-HQ release layout.
+def write_lapa_face(root, image_id, seed):
+    """Draw face `image_id` and write it in LaPa's layout: 512x512 image and label PNG."""
+    image, _, label = draw_sample(image_id, seed)
+    split = official_split(orig_idx_for(image_id))
+    stem = f"synthetic_{image_id:05d}"
+    for folder, name, pixels, options in (
+        (FOLDER_IMAGE_DIR, f"{stem}.jpg", image, {"quality": JPEG_QUALITY}),
+        (FOLDER_LABEL_DIR, f"{stem}.png", LAPA_TABLE[label], {"compress_level": 1}),
+    ):
+        path = Path(root) / split / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temp_path:
+            Image.fromarray(pixels).save(temp_path, **options)
+
+
+def check_demo_target(root):
+    """Refuse to write a synthetic set into a folder holding anything but an earlier one.
+
+    Raises:
+        DatasetError: `root` is a file, or a non-empty folder without `MARKER_FILE`.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"cannot write a synthetic set to {root}: it is a file")
+    if root.is_dir() and any(root.iterdir()) and not (root / MARKER_FILE).is_file():
+        raise DatasetError(
+            f"refusing to write a synthetic set into {root}: the folder holds other files "
+            "(give an absent or empty folder, or drop demo_images to train on what it holds)"
+        )
+
+
+def make_demo_dataset(root, num_images, seed=0, start_id=0, workers=None, layout="celebamask_hq"):
+    """Write `num_images` synthetic faces in the CelebAMask-HQ release layout (or LaPa's).
 
     Args:
-        root: str or Path. Output dataset root (created if needed).
+        root: str or Path. Output dataset root: absent, empty, or an earlier
+            synthetic set (see `check_demo_target`).
         num_images: int. Number of images, ids `start_id .. start_id + num_images - 1`.
         seed: int. The same seed gives the same files. Defaults to 0.
         start_id: int. First image id (to extend an existing set). Defaults to 0.
         workers: int or None. Processes drawing faces; every face has its own
             generator, so the files do not depend on it. Defaults to one per CPU
             for 64 images or more, else 1.
+        layout: str. "celebamask_hq" or "lapa". Defaults to "celebamask_hq".
+
+    Raises:
+        DatasetError: `root` holds files of something else.
     """
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ConfigError(f"num_images must be a positive integer, got {num_images!r}")
     if not isinstance(start_id, int) or start_id < 0:
         raise ConfigError(f"start_id must be a non-negative integer, got {start_id!r}")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {'|'.join(LAYOUTS)}, got {layout!r}")
+    check_demo_target(root)
     Path(root).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(root) / MARKER_FILE, f"synthetic faces, layout {layout}\n")
+    writer = write_face if layout == "celebamask_hq" else write_lapa_face
     image_ids = range(start_id, start_id + num_images)
     if workers is None:
         workers = (os.cpu_count() or 1) if num_images >= 64 else 1
@@ -457,11 +528,10 @@ def make_demo_dataset(root, num_images, seed=0, start_id=0, workers=None):
             concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
         ):
             list(
-                pool.map(
-                    write_face, [root] * num_images, image_ids, [seed] * num_images, chunksize=16
-                )
+                pool.map(writer, [root] * num_images, image_ids, [seed] * num_images, chunksize=16)
             )
     else:
         for image_id in image_ids:
-            write_face(root, image_id, seed)
-    write_mapping(root, image_ids)
+            writer(root, image_id, seed)
+    if layout == "celebamask_hq":
+        write_mapping(root, image_ids)

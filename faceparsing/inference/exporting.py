@@ -1,12 +1,14 @@
 """Export a checkpoint for deployment: Keras, TensorFlow SavedModel, TFLite or ONNX.
 
 The exported SavedModel/TFLite take float32 RGB in [0, 255] of shape
-(1, S, S, 3) and return logits (1, S, S, 19). The ONNX model takes any batch
-(and, unless a size is given, any height and width): input `images`
-(B, H, W, 3), output `logits` (B, H, W, 19).
+(1, S, S, 3) and return logits (1, S, S, C), C the checkpoint's classes (19
+for CelebAMask-HQ). The ONNX model takes any batch (and, unless a size is
+given, any height and width): input `images` (B, H, W, 3), output `logits`
+(B, H, W, C); its metadata names the classes (`class_names`, `class_set`).
 """
 
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +20,7 @@ import numpy as np
 
 from faceparsing import __version__
 from faceparsing.checkpoints import load_checkpoint, run_config
-from faceparsing.classes import CLASS_NAMES
+from faceparsing.classes import CELEBAMASK_HQ, class_set_of
 from faceparsing.errors import ConfigError, UserError
 from faceparsing.files import atomic_path, atomic_write_bytes
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
@@ -147,11 +149,13 @@ def finish_onnx(path, metadata):
     onnx.save(proto, str(path))
 
 
-def onnx_metadata(image_size):
-    """What a deployment reads from the ONNX file: the training size and the class names."""
+def onnx_metadata(image_size, class_set=CELEBAMASK_HQ):
+    """What a deployment reads from the ONNX file: the training size and the class set
+    (`class_names` comma-separated by id; `class_set` its JSON with palette and flip pairs)."""
     return {
         "image_size": str(image_size),
-        "class_names": ",".join(CLASS_NAMES),
+        "class_names": ",".join(class_set.names),
+        "class_set": json.dumps(class_set.to_config()),
         "input": "float32 RGB in [0, 255], (batch, height, width, 3)",
         "output": "logits (batch, height, width, classes); argmax over the last axis",
         "faceparsing_version": __version__,
@@ -232,7 +236,8 @@ def export(checkpoint, export_format, out, quantize="none", image_size=None):
         return out
     if export_format == "onnx":
         training_size = run_config(checkpoint).image_size
-        export_onnx(model, out, image_size, onnx_metadata(image_size or training_size))
+        metadata = onnx_metadata(image_size or training_size, class_set_of(model))
+        export_onnx(model, out, image_size, metadata)
         return out
     model = fixed_size_model(model, image_size or run_config(checkpoint).image_size)
     if export_format == "tflite":

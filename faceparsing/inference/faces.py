@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from faceparsing.classes import CLASS_NAMES, NUM_CLASSES
+from faceparsing.classes import CLASS_NAMES, class_set_of
 from faceparsing.errors import ConfigError
 from faceparsing.inference import alignment
 from faceparsing.inference.detection import Detection, LandmarkDetector, MTCNNDetector
@@ -79,20 +79,22 @@ class ParsedPhoto:
 
     label: np.ndarray
     faces: list
+    class_names: tuple = CLASS_NAMES  # the model's class set: names in the JSON
 
     def to_json(self):
         return {
             "height": int(self.label.shape[0]),
             "width": int(self.label.shape[1]),
             "faces": [face.to_json() for face in self.faces],
-            "pixels": class_pixel_counts(self.label),
+            "pixels": class_pixel_counts(self.label, class_names=self.class_names),
         }
 
 
-def class_pixel_counts(label, mask=None):
+def class_pixel_counts(label, mask=None, class_names=CLASS_NAMES):
     """{class name: pixels} of the classes present in `label` (where `mask` is True)."""
-    counts = np.bincount((label if mask is None else label[mask]).ravel(), minlength=NUM_CLASSES)
-    return {CLASS_NAMES[i]: int(count) for i, count in enumerate(counts) if count}
+    values = (label if mask is None else label[mask]).ravel()
+    counts = np.bincount(values, minlength=len(class_names))
+    return {class_names[i]: int(count) for i, count in enumerate(counts) if count}
 
 
 def as_detector(detector):
@@ -124,8 +126,9 @@ def parse_faces(model, image, size, detector=None, tta="none", crop_scale=1.0):
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ConfigError(f"image must be uint8 RGB (H, W, 3), got {image.dtype} {image.shape}")
     detections = drop_nested_faces(as_detector(detector)(image))
+    names = class_set_of(model).names
     if not detections:
-        return ParsedPhoto(parse_photo(model, image, size, tta), [])
+        return ParsedPhoto(parse_photo(model, image, size, tta), [], names)
     matrices = [
         alignment.crop_to_photo_matrix(face.landmarks, size, crop_scale) for face in detections
     ]
@@ -138,13 +141,13 @@ def parse_faces(model, image, size, detector=None, tta="none", crop_scale=1.0):
             matrix,
             crop,
             crop_logits.argmax(-1).astype(np.uint8),
-            class_pixel_counts(label, owner == index),
+            class_pixel_counts(label, owner == index, names),
         )
         for index, (detection, matrix, crop, crop_logits) in enumerate(
             zip(detections, matrices, crops, logits, strict=True)
         )
     ]
-    return ParsedPhoto(label, faces)
+    return ParsedPhoto(label, faces, names)
 
 
 def drop_nested_faces(detections, min_ratio=NESTED_SIZE_RATIO):

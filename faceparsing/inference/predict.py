@@ -8,7 +8,7 @@ before the argmax, so a label map is never interpolated.
 import numpy as np
 from keras import ops
 
-from faceparsing.classes import FLIP_PERMUTATION
+from faceparsing.classes import class_set_of
 from faceparsing.data.samples import load_image
 from faceparsing.images import resize_bilinear
 
@@ -16,13 +16,15 @@ TTA_MODES = ("none", "flip")
 
 
 def predict_logits(model, images, tta="none"):
-    """Logits (B, S, S, C) of a uint8 or float batch; tta="flip" averages the mirrored pass."""
+    """Logits (B, S, S, C) of a uint8 or float batch; tta="flip" averages the mirrored pass
+    (its left/right channels swapped by the model's class set)."""
     images = np.asarray(images, dtype=np.float32)
     logits = np.asarray(model.predict_on_batch(images), dtype=np.float32)
     if tta == "flip":
         mirrored = np.asarray(model.predict_on_batch(images[:, :, ::-1]), dtype=np.float32)
         # Mirror back, then swap left/right channels so "left eye" means the same again.
-        logits = 0.5 * (logits + mirrored[:, :, ::-1][..., FLIP_PERMUTATION])
+        permutation = class_set_of(model).flip_permutation
+        logits = 0.5 * (logits + mirrored[:, :, ::-1][..., permutation])
     return logits
 
 
@@ -41,9 +43,26 @@ def predict_labels(model, images, label_shape, tta="none"):
 
 
 def predict_dataset_labels(model, root, image_ids, image_size, label_size, tta="none"):
-    """Label maps (B, label_size, label_size) of release images, loaded as in training."""
-    images = np.stack([load_image(root, image_id, image_size) for image_id in image_ids])
-    return predict_labels(model, images, (label_size, label_size), tta)
+    """Label maps (B, label_size, label_size) of dataset images, loaded as in training.
+
+    `root` is a CelebAMask-HQ root or a layout object (`faceparsing.data.layout`).
+    """
+    return predict_labels(
+        model, load_images(root, image_ids, image_size), (label_size, label_size), tta
+    )
+
+
+def load_images(source, image_ids, image_size):
+    """A (B, S, S, 3) uint8 batch of dataset images, resized as in training."""
+    return np.stack([load_image(source, image_id, image_size) for image_id in image_ids])
+
+
+def labels_like(logits, labels):
+    """Per image, the argmax of its logits resized to the shape of its label (any sizes)."""
+    return [
+        resize_logits_to(image_logits[None], label.shape)[0].argmax(-1).astype(np.uint8)
+        for image_logits, label in zip(logits, labels, strict=True)
+    ]
 
 
 def letterbox(image, size):

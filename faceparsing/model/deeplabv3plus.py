@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from faceparsing import KERAS_PACKAGE
-from faceparsing.classes import NUM_CLASSES
+from faceparsing.classes import CELEBAMASK_HQ, NUM_CLASSES, ClassSet, class_set_from_config
 from faceparsing.model.atrous import AtrousConv2D
 from faceparsing.model.backbones import (
     build_atrous_backbone,
@@ -80,7 +80,8 @@ class DeepLabV3Plus(keras.Model):
     mixed precision policy.
 
     Args:
-        num_classes: int. Number of classes. Defaults to `NUM_CLASSES` (19).
+        num_classes: int. Number of classes. Defaults to `NUM_CLASSES` (19),
+            or the class set's count when `class_set` is given.
         backbone: str. One of "resnet50", "resnet101", "mobilenetv2",
             "xception". Defaults to "resnet50".
         output_stride: int. Input size over the ASPP feature size: 8, 16
@@ -116,6 +117,10 @@ class DeepLabV3Plus(keras.Model):
             normalization layer, backbone included. None keeps Keras' 0.99 in
             the head and the application's own in the backbone (0.999 for
             MobileNetV2, too slow for short runs from scratch). Defaults to None.
+        class_set: ClassSet, dict (its `to_config()`) or None. The classes
+            the model predicts, saved in its config so a loaded checkpoint
+            knows its names, palette and flip pairs. None: CelebAMask-HQ's
+            for 19 classes (checkpoints from before class sets load so).
         name: str. Model name. Defaults to "deeplabv3plus".
 
     Example:
@@ -142,9 +147,12 @@ class DeepLabV3Plus(keras.Model):
         freeze_batchnorm=False,
         fast_atrous=True,
         batchnorm_momentum=None,
+        class_set=None,
         name="deeplabv3plus",
         **kwargs,
     ):
+        class_set = _resolve_class_set(class_set, num_classes)
+        num_classes = class_set.num_classes if class_set is not None else num_classes
         spec = check_backbone(backbone)
         check_output_stride(output_stride)
         if aspp_rates is None:
@@ -188,6 +196,7 @@ class DeepLabV3Plus(keras.Model):
         self.freeze_batchnorm = freeze_batchnorm
         self.fast_atrous = fast_atrous
         self.batchnorm_momentum = batchnorm_momentum
+        self.class_set = class_set
 
     def get_config(self):
         # Weights travel in the .keras archive, so a reload starts from None.
@@ -207,8 +216,25 @@ class DeepLabV3Plus(keras.Model):
             "freeze_batchnorm": self.freeze_batchnorm,
             "fast_atrous": self.fast_atrous,
             "batchnorm_momentum": self.batchnorm_momentum,
+            "class_set": None if self.class_set is None else self.class_set.to_config(),
         }
 
     @classmethod
     def from_config(cls, config):
         return cls(**{**config, "weights": None})
+
+
+def _resolve_class_set(class_set, num_classes):
+    """The model's ClassSet: given, read from a saved config, or CelebAMask-HQ's for 19."""
+    if isinstance(class_set, dict):
+        class_set = class_set_from_config(class_set, source="model config 'class_set'")
+    if class_set is None and num_classes == NUM_CLASSES:
+        return CELEBAMASK_HQ
+    if class_set is not None and not isinstance(class_set, ClassSet):
+        raise ValueError(f"class_set must be a ClassSet, a dict or None, got {class_set!r}")
+    if class_set is not None and num_classes not in (NUM_CLASSES, class_set.num_classes):
+        raise ValueError(
+            f"num_classes={num_classes} disagrees with the {class_set.num_classes} classes "
+            f"of class_set {class_set.name!r}"
+        )
+    return class_set

@@ -40,7 +40,9 @@ LAUNCHER_VARIABLES = (
     "KERAS_DISTRIBUTION_PROCESS_ID",
 )
 # Config keys that may differ between hosts: local paths and data-loading resources.
-PER_HOST_KEYS = ("data_root", "cache_dir", "run_dir", "workers", "use_multiprocessing", "verbose")
+PER_HOST_KEYS = (
+    "data_root", "cache_dir", "run_dir", "workers", "worker_type", "use_multiprocessing", "verbose",
+)  # fmt: skip
 
 _joined = None  # the Cluster this process joined; JAX allows joining once per process
 

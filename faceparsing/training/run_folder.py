@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from faceparsing import config as config_lib
+from faceparsing.classes import class_set_of
 from faceparsing.errors import RunFolderError
 from faceparsing.files import (
     atomic_path,
@@ -205,7 +206,8 @@ class RunFolderCallback(keras.callbacks.Callback):
         metric = confusion_metric(self.model)
         if metric is not None and "val_miou" in row:
             # After validation the metric holds the validation counts.
-            scores = scores_from_confusion(metric.confusion_matrix())
+            names = class_set_of(self.model).names
+            scores = scores_from_confusion(metric.confusion_matrix(), names)
             row["val_miou"] = scores["miou"]
             row["val_mean_f1"] = scores["mean_f1"]
             row["val_pixel_accuracy"] = scores["pixel_accuracy"]
@@ -312,8 +314,8 @@ def plot_curves(rows, path):
 # run_dir, data_root and cache_dir say where things are: a run folder or a
 # dataset that was moved (or is mounted elsewhere on another host) still resumes.
 RESUMABLE_CHANGES = {
-    "epochs", "workers", "use_multiprocessing", "verbose", "tensorboard", "run_eagerly",
-    "steps_per_execution", "run_dir", "data_root", "cache_dir",
+    "epochs", "workers", "worker_type", "use_multiprocessing", "verbose", "tensorboard",
+    "run_eagerly", "steps_per_execution", "run_dir", "data_root", "cache_dir",
 }  # fmt: skip
 
 

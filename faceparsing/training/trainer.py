@@ -13,11 +13,14 @@ from pathlib import Path
 import keras
 
 from faceparsing.checkpoints import load_checkpoint
+from faceparsing.classes import class_set_of, remap
 from faceparsing.config import use_fast_atrous, worker_count
+from faceparsing.data import packed
 from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import MAPPING_FILE, split_ids
+from faceparsing.data.layout import MAPPING_FILE, detect_dataset, open_layout
 from faceparsing.data.stream import TrainingStream
+from faceparsing.data.workers import choose_worker_type
 from faceparsing.errors import ConfigError, DatasetError, UnwritablePathError
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
@@ -56,35 +59,66 @@ def train(config):
 
 
 def ensure_dataset(config):
-    """Write the synthetic set into `data_root` when the config asks for it and it is absent."""
+    """Write the synthetic set into `data_root` when the config asks for it and no dataset
+    is there; a folder holding anything else is refused (`check_demo_target`)."""
     root = Path(config.data_root)
-    if config.demo_images > 0 and not (root / MAPPING_FILE).exists():
+    if config.demo_images > 0 and not dataset_present(root, config.dataset):
         from faceparsing.data.synthetic import make_demo_dataset
 
+        if config.dataset == "folder":
+            raise ConfigError(
+                "demo_images writes CelebAMask-HQ's or LaPa's layout; dataset=folder is your own "
+                "labelled data: set demo_images: 0 or dataset: lapa"
+            )
+        layout = "lapa" if config.dataset == "lapa" else "celebamask_hq"
         print(f"Writing a synthetic set of {config.demo_images} faces to {root} ...", flush=True)
-        make_demo_dataset(root, config.demo_images, seed=0)
+        make_demo_dataset(root, config.demo_images, seed=0, layout=layout)
     if not root.exists():
         raise DatasetError(
-            f"data_root {root} does not exist (expected the unzipped CelebAMask-HQ release)"
+            f"data_root {root} does not exist (expected the unzipped CelebAMask-HQ release "
+            "or LaPa's layout)"
         )
 
 
-def select_ids(config, split, limit):
+def dataset_present(root, dataset):
+    """Whether `root` holds a dataset of the kind `dataset` asks for (CelebAMask-HQ: its
+    mapping file; LaPa's layout: split folders with images; a packed folder: its manifest)."""
+    if packed.is_packed(root):
+        return True
+    kind = detect_dataset(root, dataset)
+    if kind == "celebamask_hq":
+        return (root / MAPPING_FILE).exists()
+    return any((root / split / "images").is_dir() for split in ("train", "val", "test"))
+
+
+def data_layout(config):
+    """The layout of `config.data_root` (detected, or forced by `dataset`) with its classes."""
+    return open_layout(config.data_root, config.dataset, config.classes)
+
+
+def training_class_set(config, layout=None):
+    """The classes the model learns: the data's, merged through `class_map` if given."""
+    class_set = (layout or data_layout(config)).class_set
+    return remap(class_set, config.class_map)[0] if config.class_map else class_set
+
+
+def select_ids(config, split, limit, layout=None):
     """Ids of a split, capped at `limit` (0 = all), checked quickly before training."""
-    ids = split_ids(config.data_root, split)
+    layout = layout or data_layout(config)
+    ids = layout.split_ids(split)
     if limit:
         ids = ids[:limit]
     if not ids:
         raise DatasetError(f"split '{split}' of {config.data_root} has no images")
-    validate_split(config.data_root, ids)
+    validate_split(layout, ids)
     return ids
 
 
 def label_cache_dir(config):
     """Where merged labels are cached: `cache_dir`, else `<data_root>/.label_cache`
     when that is writable (a read-only dataset simply runs without a cache)."""
-    if config.cache_dir.lower() == "none":
-        return None
+    if config.cache_dir.lower() == "none" or packed.is_packed(config.data_root):
+        return None  # a packed folder holds merged labels
     folder = Path(config.cache_dir) if config.cache_dir else Path(config.data_root) / ".label_cache"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -114,18 +148,20 @@ def build_datasets(config):
         skip_bad_samples=config.skip_bad_samples,
         workers=worker_count(config.workers),  # validation: Keras' enqueuer, threads
     )
+    layout = data_layout(config)
+    common["class_map"] = config.class_map or None
     class_weights = None if config.class_weights == "none" else config.class_weights
-    train_ids = select_ids(config, config.train_split, config.max_train_images)
+    train_ids = select_ids(config, config.train_split, config.max_train_images, layout)
     # Every training step has the full batch: no retrace for a short last
     # batch, and any batch splits evenly across devices.
     train_data = CelebAMaskHQ(
-        config.data_root, split=config.train_split, ids=train_ids, class_weights=class_weights,
+        layout, split=config.train_split, ids=train_ids, class_weights=class_weights,
         max_weight=config.max_class_weight or None, augment=config.augment, shuffle=True,
         seed=config.seed, drop_remainder=True, **common,
     )  # fmt: skip
-    val_ids = select_ids(config, config.val_split, config.max_val_images)
+    val_ids = select_ids(config, config.val_split, config.max_val_images, layout)
     val_data = CelebAMaskHQ(
-        config.data_root, split=config.val_split, ids=val_ids, augment=False, shuffle=False,
+        layout, split=config.val_split, ids=val_ids, augment=False, shuffle=False,
         seed=config.seed, **common,
     )  # fmt: skip
     return train_data, val_data
@@ -185,8 +221,9 @@ def distribution_scope(config):
     return strategy.scope()
 
 
-def build_model(config):
-    """The DeepLabV3Plus that `config` describes."""
+def build_model(config, class_set=None):
+    """The DeepLabV3Plus that `config` describes, predicting `class_set`
+    (default: `training_class_set(config)`)."""
     weights = None if config.weights.lower() in ("none", "") else config.weights
     devices = [device.split(":")[0].lower() for device in keras.distribution.list_devices()]
     return DeepLabV3Plus(
@@ -201,6 +238,7 @@ def build_model(config):
         freeze_backbone=config.freeze_backbone,
         freeze_batchnorm=config.freeze_batchnorm,
         batchnorm_momentum=config.batchnorm_momentum or None,
+        class_set=class_set or training_class_set(config),
     )
 
 
@@ -210,25 +248,57 @@ def load_init_checkpoint(config, state):
 
 
 def initialise_from(model, source, path):
-    """Copy the weights of the `--init` model `source` (read from `path`) into `model`."""
-    source_weights, target_weights = source.get_weights(), model.get_weights()
-    shapes_differ = len(source_weights) != len(target_weights) or any(
-        a.shape != b.shape for a, b in zip(source_weights, target_weights, strict=False)
-    )
-    if shapes_differ:
+    """Copy the weights of the `--init` model `source` (read from `path`) into `model`.
+
+    A source with another class set gives everything but the last layer
+    ("logits"): backbone, ASPP and decoder are kept, the head starts anew.
+    """
+    source_set, target_set = class_set_of(source), class_set_of(model)
+    new_head = source_set != target_set
+    skipped = {HEAD_LAYER} if new_head else set()
+    if not _same_shapes(source, model, skipped):
         raise ConfigError(
             f"init checkpoint {path} has a different architecture from this config's model"
         )
-    model.set_weights(source_weights)
+    for layer in model.layers:
+        if layer.name not in skipped and layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    if new_head:
+        print(
+            f"Init from {path}: backbone, ASPP and decoder kept; a new head for "
+            f"{target_set.num_classes} classes ({target_set.name}) replaces its "
+            f"{source_set.num_classes} ({source_set.name}).",
+            flush=True,
+        )
+
+
+HEAD_LAYER = "logits"  # DeepLabV3Plus' last convolution: its channels are the classes
+
+
+def _same_shapes(source, model, skipped):
+    for layer in model.layers:
+        if layer.name in skipped or not layer.weights:
+            continue
+        try:
+            theirs = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            return False
+        mine = layer.get_weights()
+        if len(theirs) != len(mine) or any(
+            a.shape != b.shape for a, b in zip(theirs, mine, strict=True)
+        ):
+            return False
+    return True
 
 
 def compile_model(model, config, steps_per_epoch, lr_segments=None):
+    num_classes = class_set_of(model).num_classes
     model.compile(
         optimizer=build_optimizer(config, steps_per_epoch, lr_segments),
-        loss=build_loss(config.loss, config.target, config.focal_gamma),
+        loss=build_loss(config.loss, config.target, config.focal_gamma, num_classes),
         # Weighted only so that it sees sample_weight: it counts every pixel of
         # weight > 0 once, and multi-host validation marks padding with weight 0.
-        weighted_metrics=[SegmentationMeanIoU()],
+        weighted_metrics=[SegmentationMeanIoU(num_classes)],
         jit_compile={"auto": "auto", "true": True, "false": False}[config.jit_compile],
         steps_per_execution=config.steps_per_execution,
         run_eagerly=config.run_eagerly,
@@ -245,8 +315,11 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks=N
     )
     # Batches numbered from the start of the run: a resumed run gets the same
     # batches, order and augmentation as an uninterrupted one (so no Keras shuffle).
+    workers = worker_count(config.workers)
+    worker_type = choose_worker_type(config.worker_type, workers, train_data)
+    print(f"Building batches with {workers} {worker_type} (worker_type {config.worker_type}).")
     stream = TrainingStream(
-        train_data, steps_per_epoch, state.epoch, workers=worker_count(config.workers)
+        train_data, steps_per_epoch, state.epoch, workers=workers, worker_type=worker_type
     )
     if callbacks is None:
         callbacks = build_callbacks(config, Path(config.run_dir), state, (train_data, val_data))

@@ -1,4 +1,4 @@
-"""ONNX export: onnxruntime's logits against the Keras model's, names, metadata, README example."""
+"""ONNX export: onnxruntime's logits against the Keras model's, names, metadata, the docs' example."""
 
 import re
 import shutil
@@ -95,9 +95,9 @@ def test_inference_twin_has_stock_dilation_and_the_same_logits(keras_model):
 
 
 def readme_onnx_example():
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Export for deployment") :]
-    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    """The onnxruntime example of docs/deployment.md: its first Python block."""
+    page = (REPO / "docs" / "deployment.md").read_text()
+    return re.search(r"```python\n(.*?)```", page, re.DOTALL).group(1)
 
 
 def test_readme_example_parses_a_photo(keras_model, onnx_file, tmp_path, monkeypatch):
@@ -105,7 +105,7 @@ def test_readme_example_parses_a_photo(keras_model, onnx_file, tmp_path, monkeyp
     photo = Image.fromarray(random_images(45, 70, 3, seed=7).astype("uint8"))
     photo.save(tmp_path / "face.jpg")
     monkeypatch.chdir(tmp_path)
-    exec(compile(readme_onnx_example(), "README.md", "exec"), {})
+    exec(compile(readme_onnx_example(), "docs/deployment.md", "exec"), {})
 
     labels = np.asarray(Image.open(tmp_path / "face_labels.png"))
     assert labels.shape == (45, 70) and labels.max() < NUM_CLASSES

@@ -1,0 +1,200 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from faceparsing.data import packed
+from faceparsing.data.checks import check_dataset
+from faceparsing.data.dataset import CelebAMaskHQ
+from faceparsing.data.layout import image_path, split_ids
+from faceparsing.data.samples import load_label, merge_masks
+from faceparsing.errors import ConfigError, DatasetError
+
+PACK = dict(image_size=512, samples_per_shard=4, workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    from faceparsing.data.synthetic import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("packed") / "release"
+    make_demo_dataset(root, 10, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pack_root(release, tmp_path_factory):
+    out = tmp_path_factory.mktemp("packed") / "pack"
+    packed.pack(release, out, **PACK)
+    return out
+
+
+def _dataset(root, **options):
+    settings = dict(batch_size=4, image_size=32, augment=False, shuffle=False)
+    return CelebAMaskHQ(root, "all", **{**settings, **options})
+
+
+def test_a_pack_holds_every_split_and_its_labels_are_the_release_labels(release, pack_root):
+    for split in ("train", "val", "test", "all"):
+        assert split_ids(pack_root, split) == split_ids(release, split)
+    for image_id in split_ids(release, "all"):  # what evaluate.py scores against
+        assert np.array_equal(load_label(pack_root, image_id), merge_masks(release, image_id))
+    manifest = packed.read_manifest(pack_root)
+    assert manifest["format_version"] == packed.FORMAT_VERSION
+    assert manifest["jpeg_quality"] == packed.JPEG_QUALITY
+    assert check_dataset(pack_root) == []
+
+
+@pytest.mark.parametrize("target", ["integer", "onehot"])
+def test_packed_batches_keep_the_release_contract(release, pack_root, target):
+    options = dict(target=target, class_weights="inverse_frequency")
+    x_release, y_release, w_release = _dataset(release, **options)[0]
+    x_packed, y_packed, w_packed = _dataset(pack_root, **options)[0]
+    assert x_packed.dtype == np.uint8 and x_packed.shape == x_release.shape
+    assert np.array_equal(y_packed, y_release)
+    assert np.array_equal(w_packed, w_release)  # class weights from the same labels
+    # The stored JPEG (quality 95) differs from the release's decode by a grey level or two.
+    assert np.abs(x_packed.astype(int) - x_release).mean() < 3
+
+
+def test_packed_augmentation_is_the_release_augmentation_on_the_packed_image(pack_root):
+    augmented = _dataset(pack_root, augment=True, seed=3)
+    again = _dataset(pack_root, augment=True, seed=3)
+    plain = _dataset(pack_root)
+    x, y = augmented.batch(0, epoch=1)
+    assert all(np.array_equal(a, b) for a, b in zip((x, y), again.batch(0, epoch=1), strict=True))
+    assert not np.array_equal(x, plain.batch(0, epoch=1)[0])
+
+
+def test_a_killed_pack_reruns_to_completion_and_keeps_finished_shards(
+    release, tmp_path, monkeypatch
+):
+    out = tmp_path / "pack"
+    write_shard = packed._write_shard
+    written = []
+
+    def killed_after_one_shard(path, records, bar):
+        if written:
+            raise KeyboardInterrupt("killed")
+        write_shard(path, records, bar)
+        written.append(path)
+
+    monkeypatch.setattr(packed, "_write_shard", killed_after_one_shard)
+    with pytest.raises(KeyboardInterrupt):
+        packed.pack(release, out, **PACK)
+    assert not packed.is_packed(out)  # no manifest: nothing reads a partial pack
+    with pytest.raises(DatasetError):
+        split_ids(out, "train")
+    finished = written[0].stat().st_mtime_ns
+    stale = out / ".train-00001-of-00002.x1y2.tmp.array_record"  # what a SIGKILL leaves
+    stale.write_bytes(b"half a shard")
+
+    monkeypatch.setattr(packed, "_write_shard", write_shard)
+    manifest = packed.pack(release, out, **PACK)
+    assert written[0].stat().st_mtime_ns == finished  # kept, not rewritten
+    assert not stale.exists()
+    assert packed.open_pack(out).verify() == []
+    assert sum(split["count"] for split in manifest["splits"].values()) == 10
+
+
+def test_a_pack_with_other_settings_or_a_foreign_folder_is_refused(release, pack_root, tmp_path):
+    with pytest.raises(ConfigError, match="other settings"):
+        packed.pack(release, pack_root, **{**PACK, "image_size": 64})
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        packed.pack(release, tmp_path, **PACK)
+    with pytest.raises(ConfigError, match="already a packed folder"):
+        packed.pack(pack_root, tmp_path / "again", **PACK)
+
+
+def test_a_bad_release_image_stops_the_pack_with_its_name(release, tmp_path):
+    broken = tmp_path / "release"
+    shutil.copytree(release, broken)
+    image_path(broken, 3).write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match=r"3\.jpg") as error:
+        packed.pack(broken, tmp_path / "pack", **PACK)
+    assert "\n" not in str(error.value)
+
+
+def _damaged_copy(pack_root, tmp_path, damage):
+    copy = tmp_path / "pack"
+    shutil.copytree(pack_root, copy)
+    shard = copy / packed.read_manifest(copy)["splits"]["train"]["shards"][0]["file"]
+    damage(shard)
+    return copy, shard
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _flip_middle(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 4 : len(data) // 4 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [lambda path: path.unlink(), _truncate], ids=["gone", "short"])
+def test_a_missing_or_short_shard_is_a_one_line_error_naming_it(pack_root, tmp_path, damage):
+    copy, shard = _damaged_copy(pack_root, tmp_path, damage)
+    with pytest.raises(DatasetError, match=shard.name) as error:
+        _dataset(copy)
+    assert "\n" not in str(error.value)
+    assert any(shard.name in problem for problem in check_dataset(copy))
+
+
+def test_a_corrupt_shard_is_caught_by_its_checksum_and_on_reading(pack_root, tmp_path):
+    copy, shard = _damaged_copy(pack_root, tmp_path, _flip_middle)
+    assert check_dataset(copy) == [f"packed shard {shard}: checksum mismatch"]
+    dataset = _dataset(copy)
+    with pytest.raises(DatasetError, match=shard.name):
+        for image_id in dataset.ids:
+            dataset.load_sample(image_id)
+
+
+def test_an_unknown_format_version_is_refused(pack_root, tmp_path):
+    copy = tmp_path / "pack"
+    shutil.copytree(pack_root, copy)
+    manifest = json.loads((copy / packed.MANIFEST).read_text())
+    manifest["format_version"] = 99
+    (copy / packed.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="format version 99"):
+        split_ids(copy, "all")
+
+
+def test_evaluate_scores_a_pack_against_the_release_labels(release, pack_root, trained_run):
+    import evaluate
+
+    reports = {}
+    for name, root in (("release", release), ("packed", pack_root)):
+        out = trained_run / f"eval_{name}"
+        assert evaluate.main([f"--checkpoint={trained_run / 'best.keras'}",
+                              f"--data_root={root}", "--split=all", f"--out={out}"]) == 0  # fmt: skip
+        reports[name] = np.array(json.loads((out / "report.json").read_text())["confusion_matrix"])
+    truth_release, truth_packed = (reports[name].sum(axis=1) for name in ("release", "packed"))
+    assert np.array_equal(truth_release, truth_packed)  # the same labels, pixel for pixel
+
+
+def test_a_lapa_layout_packs_with_its_class_set_and_sample_names(tmp_path):
+    from faceparsing.classes import LAPA
+    from faceparsing.data.layout import open_layout
+    from faceparsing.data.synthetic import make_demo_dataset
+
+    source = tmp_path / "lapa"
+    make_demo_dataset(source, 6, seed=0, layout="lapa")
+    out = tmp_path / "pack"
+    packed.pack(source, out, **{**PACK, "image_size": 64})
+    folder, pack_layout = open_layout(source), open_layout(out)
+    assert pack_layout.kind == "packed" and pack_layout.class_set == LAPA
+    for split in ("train", "val", "test"):
+        assert pack_layout.split_ids(split) == folder.split_ids(split)
+    ids = folder.split_ids("all")
+    assert [pack_layout.sample_name(i) for i in ids] == [folder.sample_name(i) for i in ids]
+    x_folder, y_folder = CelebAMaskHQ(source, "all", batch_size=6, image_size=64, shuffle=False)[0]
+    x_packed, y_packed = CelebAMaskHQ(out, "all", batch_size=6, image_size=64, shuffle=False)[0]
+    assert np.array_equal(y_packed, y_folder)
+    # At 64x64 JPEG's 2x2 chroma subsampling costs a few grey levels more than at 512.
+    assert np.abs(x_packed.astype(int) - x_folder).mean() < 6
+    with pytest.raises(DatasetError, match="score on the folder itself"):
+        packed.check_release_labels(pack_layout)
