@@ -219,37 +219,6 @@ def test_bad_sample_after_batch_2_is_one_line_or_skipped(stream, data_copy, tmp_
     assert f"skipped 1 unreadable samples: cannot read image {path}" in capsys.readouterr().out
 
 
-# The same two cases under JAX, in one process (its import costs seconds).
-LATE_ON_JAX = """
-import sys, train
-for arguments in sys.argv[1:]:
-    print("exit", train.main(arguments.split()), flush=True)
-"""
-
-
-@pytest.mark.slow
-def test_bad_sample_after_batch_2_on_jax(data_copy, tmp_path):
-    runs, paths = [], []
-    for stream, case in sorted(LATE_CASES.items()):
-        path = truncate_to_a_third(data_copy, third_batch_id(data_copy, stream))
-        paths.append(path)
-        # Compiled steps: JAX's eager steps are far slower than its compilation.
-        arguments = tiny_train_args(data_copy, tmp_path / stream, *LATE, *case)
-        arguments.remove("--run_eagerly=true")
-        runs += [" ".join(arguments), " ".join([*arguments, "--skip_bad_samples=true"])]
-        run_dir = tmp_path / stream
-        runs[-1] = runs[-1].replace(f"--run_dir={run_dir}", f"--run_dir={run_dir}-skip")
-    result = subprocess.run(
-        [sys.executable, "-c", LATE_ON_JAX, *runs], cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=600,
-    )  # fmt: skip
-    assert result.stdout.count("exit 2") == 2 and result.stdout.count("exit 0") == 2, result
-    errors_printed = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert "Traceback" not in result.stderr
-    for path in paths:
-        assert any(f"cannot read image {path}" in line for line in errors_printed), result.stderr
-
-
 # ---------------------------------------------------------------------------
 # Bad configuration, run folder and checkpoints
 # ---------------------------------------------------------------------------
