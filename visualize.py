@@ -267,6 +267,16 @@ def report_problems(problems, num_files):
     return 1
 
 
+def refuse_landmarks_for_videos(args, paths):
+    """--landmarks holds one set of faces per file: it cannot follow faces through a video."""
+    videos = [path for path in paths if args.video is not None or video.is_video(path)]
+    if args.landmarks and args.align != "none" and videos:
+        raise ConfigError(
+            f"--landmarks gives the faces of photos, and {videos[0]} is a video (faces move "
+            "from frame to frame); drop --landmarks to detect the faces in every frame"
+        )
+
+
 def build_detector(args):
     """The face detector, built before the model so a missing package fails at once."""
     if args.align == "none" or args.data_root is not None or args.landmarks:
@@ -282,6 +292,7 @@ def run(args):
         paths = [Path(args.video)] if args.video else video.list_media(args.images)
         if not paths:
             raise ConfigError(f"--images {args.images!r} matches no file")
+        refuse_landmarks_for_videos(args, paths)
     detector = build_detector(args)
     landmarks = load_landmarks(args.landmarks) if args.landmarks and args.align != "none" else None
     model = load_checkpoint(args.checkpoint)

@@ -18,9 +18,23 @@ data tools (and the worker processes that draw synthetic faces) stay light.
 
 import os
 
-# TensorFlow prints pages of C++ start-up logs unless told otherwise; every
-# entry point imports this package before Keras, so this is the one place.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+NVIDIA_DRIVER = "/proc/driver/nvidia/version"  # present wherever an NVIDIA driver is loaded
+
+
+def default_tf_log_level(driver_file=NVIDIA_DRIVER):
+    """TensorFlow's C++ log level unless the user sets TF_CPP_MIN_LOG_LEVEL.
+
+    "2" keeps errors and hides the pages of start-up information. Without a
+    GPU driver there is no GPU problem to report, so "3" also hides the
+    "failed call to cuInit" error that every CPU-only start prints. (The
+    "Could not find cuda drivers" line comes before TensorFlow reads the
+    variable and stays.) TF_CPP_MIN_LOG_LEVEL=0 shows everything again.
+    """
+    return "2" if os.path.exists(driver_file) else "3"
+
+
+# Every entry point imports this package before Keras, so this is the one place.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", default_tf_log_level())
 
 __version__ = "0.2.0"
 

@@ -11,7 +11,7 @@ import errno
 import os
 import sys
 
-from faceparsing.errors import UserError
+from faceparsing.errors import UserError, take_recorded_batch_error
 
 # What counts as the user's mistake: the project's own `UserError`s, and the file
 # system refusing a path the user gave (missing, not allowed, full, read-only).
@@ -54,12 +54,23 @@ def run_command(command, *args, exit_codes=()):
         exit_codes: sequence of (exception type, exit status) checked before
             the user errors (which give 2); anything else is raised again.
     """
+    take_recorded_batch_error()  # forget what an earlier command in this process left
     try:
         return command(*args)
     except Exception as error:
+        error = unwrapped_batch_error(error)
         for error_type, exit_code in exit_codes:
             if isinstance(error, error_type):
                 return report_user_error(error, exit_code)
         if is_user_error(error):
             return report_user_error(error)
         raise
+
+
+def unwrapped_batch_error(error):
+    """`error`, or the user error that a batch source recorded before Keras' input
+    pipeline wrapped it in another type (see `errors.record_batch_errors`)."""
+    recorded = take_recorded_batch_error()
+    if recorded is None or is_user_error(error):
+        return error
+    return recorded

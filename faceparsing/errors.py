@@ -6,6 +6,8 @@ traceback. The subclasses also derive from `ValueError` or `OSError`, so code
 that catches those keeps working.
 """
 
+import functools
+
 
 class UserError(Exception):
     """A mistake in what the user gave: an option, a path, a file, a dataset."""
@@ -37,3 +39,40 @@ class RunFolderError(UserError, ValueError):
 
 class UnwritablePathError(UserError, OSError):
     """A folder the user named (run_dir, cache_dir, --out) that cannot be written."""
+
+
+class NoSpaceError(UserError, OSError):
+    """A write failed because the file system is full (or over quota); names the file."""
+
+
+# A UserError raised while Keras reads a batch may reach the caller wrapped in
+# another type: TensorFlow's `tf.data.Dataset.from_generator` turns it into an
+# InvalidArgumentError with the original only in its message. The batch source
+# records the first one before it crosses into tf.data, and the command-line
+# handler (`faceparsing.cli.run_command`) reports that record instead.
+_recorded_batch_errors = []
+
+
+def record_batch_errors(get_batch):
+    """Decorate a `__getitem__` that Keras calls: its UserErrors are recorded, then raised.
+
+    Recording is thread-safe (list.append) and keeps the first error: later
+    batches usually fail because of it, or are read after fit already stopped.
+    """
+
+    @functools.wraps(get_batch)
+    def recording(*args, **kwargs):
+        try:
+            return get_batch(*args, **kwargs)
+        except UserError as error:
+            _recorded_batch_errors.append(error)
+            raise
+
+    return recording
+
+
+def take_recorded_batch_error():
+    """The first UserError recorded by `record_batch_errors` since the last call, or None."""
+    recorded = _recorded_batch_errors[0] if _recorded_batch_errors else None
+    _recorded_batch_errors.clear()
+    return recorded

@@ -6,11 +6,15 @@ the folder.
 """
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 
-from faceparsing.errors import UnwritablePathError
+from faceparsing.errors import NoSpaceError, UnwritablePathError
+
+# Errors of a full file system: the write is retried by rerunning once space is freed.
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
@@ -20,7 +24,10 @@ def atomic_path(path, suffix=None):
     The temporary file lives in the same folder (so `os.replace` is atomic) and
     keeps the final suffix, which Keras uses to choose the file format. Its
     content is fsynced before the rename and the folder after it, so the new
-    file survives a power cut once this returns.
+    file survives a power cut once this returns. A full file system raises
+    `NoSpaceError` naming `path` and leaves the old file; write through Python
+    file objects (not h5py straight to disk, whose failed writes crash the
+    process later), so that the error arrives here.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +42,11 @@ def atomic_path(path, suffix=None):
         fsync_path(temp_name)
         os.replace(temp_name, path)
         fsync_path(path.parent)
+    except OSError as error:
+        if error.errno not in NO_SPACE_ERRNOS:
+            raise
+        # Named after the file the user knows, not the temporary one.
+        raise NoSpaceError(error.errno, os.strerror(error.errno), str(path)) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)

@@ -76,3 +76,12 @@ def test_argument_parser_errors_are_one_line(capsys):
         parser.parse_args(["--size", "big"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == "tool: error: argument --size: invalid int value: 'big'\n"
+
+
+def test_cuda_start_up_error_is_hidden_only_without_a_gpu_driver(tmp_path):
+    import faceparsing
+
+    driver = tmp_path / "version"
+    assert faceparsing.default_tf_log_level(driver) == "3"  # CPU-only: nothing real to hide
+    driver.write_text("NVRM version: ...")
+    assert faceparsing.default_tf_log_level(driver) == "2"  # a driver: its errors are shown

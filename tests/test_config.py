@@ -116,3 +116,36 @@ def test_multiprocessing_workers_are_refused_with_the_way_out(demo_root, tmp_pat
 
     arguments = tiny_train_args(demo_root, tmp_path / "run", "--use_multiprocessing=true")
     assert train.main(arguments) == 2
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"cpu.max": "300000 100000\n"}, 3),  # cgroup v2, 3 CPUs
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: 2 threads keep them busy
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2),  # v1
+        ({"cpu.max": "max 100000\n"}, None),  # no limit: the affinity mask
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup files (not Linux, or not mounted)
+    ],
+)
+def test_workers_auto_respects_the_cgroup_cpu_quota(files, expected, tmp_path, monkeypatch):
+    import os
+
+    from faceparsing.config import worker_count
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)), raising=False)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert worker_count("auto", cgroup_root=tmp_path) == (expected or 128)
+    assert worker_count("5", cgroup_root=tmp_path) == 5  # an explicit count is kept
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    # YAML 1.1 reads 1e-4 as a string; the learning rate is written that way.
+    assert config.resolve(None, ["--learning_rate=1e-4"]).learning_rate == 1e-4
+    (tmp_path / "c.yaml").write_text("learning_rate: 5e-5\n")
+    assert config.resolve(tmp_path / "c.yaml").learning_rate == 5e-5
+    with pytest.raises(ConfigError, match="'learning_rate' expects float, got 'fast'"):
+        config.resolve(None, ["--learning_rate=fast"])

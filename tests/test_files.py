@@ -56,3 +56,21 @@ def test_content_is_fsynced_before_the_rename_and_the_folder_after(tmp_path, mon
         ("replace", str(path)),
         ("fsync", str(tmp_path)),  # and the rename itself
     ]
+
+
+def test_full_file_system_names_the_final_path_and_leaves_no_temp(tmp_path):
+    import errno
+
+    from faceparsing.cli import is_user_error
+    from faceparsing.errors import NoSpaceError
+
+    target = tmp_path / "last.keras"
+    target.write_text("old")
+    with pytest.raises(NoSpaceError) as caught:
+        with atomic_path(target) as temp_path:
+            temp_path.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(temp_path))
+    assert str(caught.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert is_user_error(caught.value) and caught.value.errno == errno.ENOSPC
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.keras"]

@@ -7,6 +7,7 @@ covered in the per-module test files are not repeated here.
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -180,6 +181,44 @@ def test_skip_bad_samples_reports_the_count(data_copy, tmp_path, capsys):
         assert [row["skipped_samples"] for row in csv.DictReader(handle)] == ["1"]
 
 
+# A bad sample met after the first two batches. Keras builds batches 0-1 in
+# the calling thread but reads the rest through tf.data on TensorFlow, which
+# wraps the project's error in its own type. Batches of 2: the training stream
+# reads 3 steps of the train split, validation 3 batches of 6 train images.
+LATE = ("--batch_size=2", "--steps_per_epoch=3", *FAST)
+LATE_CASES = {
+    "validation": ("--train_split=val", "--val_split=train", "--max_val_images=6"),
+    "training": ("--max_train_images=6", "--max_val_images=2"),
+}
+
+
+def third_batch_id(root, stream):
+    """An image read in the third batch (index 2) of `stream` of the LATE runs."""
+    ids = layout.split_ids(root, "train")[:6]
+    if stream == "validation":
+        return ids[4]
+    order = CelebAMaskHQ(root, ids=ids, batch_size=2, shuffle=True, seed=0).order(0)
+    return ids[order[4]]
+
+
+def truncate_to_a_third(root, image_id):
+    path = layout.image_path(root, image_id)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", sorted(LATE_CASES))
+def test_bad_sample_after_batch_2_is_one_line_or_skipped(stream, data_copy, tmp_path, capsys):
+    path = truncate_to_a_third(data_copy, third_batch_id(data_copy, stream))
+    arguments = tiny_train_args(data_copy, tmp_path / "run", *LATE, *LATE_CASES[stream])
+    assert train.main(arguments) == 2
+    assert_one_line_error(capsys, f"cannot read image {path}")
+    arguments = tiny_train_args(data_copy, tmp_path / "skip", *LATE, *LATE_CASES[stream])
+    assert train.main([*arguments, "--skip_bad_samples=true"]) == 0
+    assert f"skipped 1 unreadable samples: cannot read image {path}" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------
 # Bad configuration, run folder and checkpoints
 # ---------------------------------------------------------------------------
@@ -278,11 +317,51 @@ def test_nan_loss_stops_training_with_a_clear_message(demo_root, tmp_path, capsy
 
     monkeypatch.setattr(CelebAMaskHQ, "batch", poisoned)
     run_dir = tmp_path / "run"
-    assert train.main(tiny_train_args(demo_root, run_dir, *ONE_BATCH)) == 1
+    arguments = tiny_train_args(demo_root, run_dir, *ONE_BATCH)
+    assert train.main(arguments) == 1
     assert_one_line_error(capsys, "loss became NaN or infinite in epoch 1")
     # Nothing was saved from the diverged epoch, so a rerun starts clean.
     assert not (run_dir / "backup" / "state.json").exists()
     assert not (run_dir / "last.keras").exists()
+
+
+def advised_options(error_line):
+    """The --key=value options that the divergence message says to add."""
+    advice = error_line.split("rerun the same command with ")[-1].split(" (")[0]
+    return advice.split()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("diverged_epoch", [1, 2])
+def test_the_advice_after_a_divergence_works(
+    diverged_epoch, demo_root, tmp_path, capsys, monkeypatch
+):
+    get_batch = CelebAMaskHQ.batch
+    poison = [True]  # what following the advice fixes (here, as with bad data, the batches)
+
+    def poisoned(self, index, epoch):
+        images, *rest = get_batch(self, index, epoch)
+        images = images.astype("float32")  # one dtype for every batch (tf.data casts to it)
+        if self.shuffle and epoch + 1 >= diverged_epoch and poison[0]:  # training batches
+            images = images * np.nan
+        return (images, *rest)
+
+    monkeypatch.setattr(CelebAMaskHQ, "batch", poisoned)
+    arguments = tiny_train_args(demo_root, tmp_path / "run", *ONE_BATCH, "--epochs=2")
+    assert train.main(arguments) == 1
+    error = capsys.readouterr().err.strip()
+    options = advised_options(error)
+    assert [option.split("=")[0] for option in options] == (
+        ["--learning_rate"] if diverged_epoch == 1 else ["--init", "--run_dir", "--learning_rate"]
+    ), error
+    assert "--learning_rate=0.0001" in options  # a tenth of the default 1e-3
+    poison[0] = False
+    assert train.main([*arguments, *options]) == 0, capsys.readouterr().err
+    run_dir = options[1].split("=")[1] if diverged_epoch == 2 else tmp_path / "run"
+    with open(f"{run_dir}/metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert all(float(row["learning_rate"]) <= 1e-4 for row in rows)
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice_ce"])
@@ -411,7 +490,7 @@ def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_pat
 
     # 1. Killed in the middle of writing epoch 2's resume weights (temp file
     #    written, rename not done): the worst moment for a crash.
-    first = _start(_killed_before_rename("epoch_0002.weights.h5", command))
+    first = _start(_killed_before_rename("epoch_0002.keras", command))
     output = first.communicate(timeout=180)[0]
     assert first.returncode == -signal.SIGKILL, output
     assert _state_epoch(run_dir) == 1
@@ -435,4 +514,74 @@ def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_pat
         load_checkpoint(run_dir / name)
     leftovers = [p for p in run_dir.rglob(".*") if ".tmp" in p.name]
     assert not leftovers
-    assert len(list((run_dir / "backup").glob("epoch_*.weights.h5"))) == 1
+    assert len(list((run_dir / "backup").glob("epoch_*.keras"))) == 1
+
+
+# ---------------------------------------------------------------------------
+# A full file system while a checkpoint is written
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_file_system(tmp_path):
+    """A 64 MB tmpfs (needs root, as in CI's container; skipped where mount is refused)."""
+    folder = tmp_path / "fs"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_up(folder, keep=64 * 1024):
+    """Fill the file system of `folder`, leaving `keep` bytes: a write starts, then fails."""
+    status = os.statvfs(folder)
+    free = status.f_bavail * status.f_frsize
+    with open(folder / "filler", "wb") as handle:
+        handle.write(bytes(max(0, free - keep)))
+
+
+# Which checkpoint write meets the full disk: the file, and the epoch whose write it is.
+FULL_DISK_WRITES = {"backup": ("epoch_0002.keras", 2), "last": ("last.keras", 2),
+                    "best": ("best.keras", 1)}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(FULL_DISK_WRITES))
+def test_full_disk_while_a_checkpoint_is_written(
+    kind, small_file_system, demo_root, tmp_path, capsys, monkeypatch
+):
+    from faceparsing.checkpoints import load_checkpoint
+    from faceparsing.training import run_folder
+
+    name, epoch = FULL_DISK_WRITES[kind]
+    run_dir = small_file_system / "run"
+    real_save = run_folder.save_model_atomic
+
+    filled = []
+
+    def save_on_a_filling_disk(model, path):
+        backup = path.stem.startswith("epoch_")
+        written_epoch = int(path.stem[6:]) if backup else _state_epoch(run_dir)
+        if path.name == name and written_epoch == epoch and not filled:
+            fill_up(small_file_system)
+            filled.append(path)
+        return real_save(model, path)
+
+    monkeypatch.setattr(run_folder, "save_model_atomic", save_on_a_filling_disk)
+    arguments = tiny_train_args(demo_root, run_dir, "--epochs=2", *ONE_BATCH)
+    assert train.main(arguments) == 2
+    assert_one_line_error(capsys, f"No space left on device: '{run_dir}", name)
+    assert not [path for path in run_dir.rglob("*") if ".tmp" in path.name]
+    for checkpoint in run_dir.glob("*.keras"):
+        load_checkpoint(checkpoint)
+    run_folder.ResumeState(run_dir)  # readable, names an existing weights file
+
+    (small_file_system / "filler").unlink()
+    assert train.main(arguments) == 0
+    with open(run_dir / "metrics.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+    for checkpoint in ("best.keras", "last.keras"):
+        load_checkpoint(run_dir / checkpoint)

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import pytest
 from conftest import tiny_train_args
@@ -40,6 +41,16 @@ def test_rerun_resumes_without_duplicating_rows(demo_root, tmp_path, capsys):
     assert [row["epoch"] for row in _rows(run_dir)] == ["1", "2"]
     assert train.main(tiny_train_args(demo_root, run_dir, "--epochs=2", "--run_eagerly=true")) == 0
     assert "already finished 2 epochs" in capsys.readouterr().out
+    assert [row["epoch"] for row in _rows(run_dir)] == ["1", "2"]
+
+
+def test_a_moved_run_folder_and_dataset_resume(demo_root, trained_run, tmp_path, capsys):
+    run_dir, data_root = tmp_path / "moved" / "run", tmp_path / "moved" / "data"
+    shutil.copytree(trained_run, run_dir)
+    shutil.copytree(demo_root, data_root)
+    arguments = tiny_train_args(data_root, run_dir, "--epochs=2", "--run_eagerly=true")
+    assert train.main([*arguments, f"--cache_dir={tmp_path / 'cache'}"]) == 0
+    assert f"Resuming {run_dir} after epoch 1" in capsys.readouterr().out
     assert [row["epoch"] for row in _rows(run_dir)] == ["1", "2"]
 
 

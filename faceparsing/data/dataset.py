@@ -13,7 +13,7 @@ from faceparsing.data.class_weights import (
 )
 from faceparsing.data.layout import open_layout
 from faceparsing.data.samples import TARGETS, LabelCache
-from faceparsing.errors import ConfigError, DatasetError
+from faceparsing.errors import ConfigError, DatasetError, record_batch_errors
 
 
 class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
@@ -164,6 +164,7 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
 
+    @record_batch_errors  # Keras may read it through tf.data, which wraps errors
     def __getitem__(self, index):
         return self.batch(index, self.epoch)
 

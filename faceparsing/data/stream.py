@@ -12,7 +12,8 @@ Nothing depends on when Keras calls `on_epoch_end` or on its shuffling, which
 
 Workers build the next `queue_size` batches ahead of the one asked for: threads,
 or processes (`faceparsing.data.workers`) that build the same batches from the
-dataset's `batch_maker()` without the GIL's limit.
+dataset's `batch_maker()` without the GIL's limit. Fewer are built ahead when
+that many would hold more than `PREFETCH_BYTES` of host memory.
 
 `fit` reads the stream through `EpochWindow`, one epoch of exactly
 `steps_per_epoch` batches at a time: an endless dataset would make Keras run
@@ -26,6 +27,12 @@ import threading
 
 import keras
 
+from faceparsing.errors import record_batch_errors
+
+# Host memory that batches built ahead may hold: 2 x 64 threads of 512 px
+# batches of 32 would hold 6 GB; this keeps the depth sane on many-core hosts.
+PREFETCH_BYTES = 1 << 30
+
 
 class TrainingStream(keras.utils.PyDataset):
     """Endless, deterministic batches of a `CelebAMaskHQ` for `model.fit`.
@@ -35,7 +42,8 @@ class TrainingStream(keras.utils.PyDataset):
         steps_per_epoch: int. Batches per `fit` epoch.
         start_epoch: int. Completed epochs before this `fit` (a resume).
         workers: int. Threads or processes that build batches ahead. Defaults to 1.
-        queue_size: int or None. Batches built ahead. Defaults to 2 x workers.
+        queue_size: int or None. Batches built ahead. Defaults to 2 x workers,
+            capped so that they hold at most `PREFETCH_BYTES`.
         worker_type: str. "threads" or "processes" (the dataset must have
             `batch_maker()`). Defaults to "threads".
     """
@@ -59,6 +67,8 @@ class TrainingStream(keras.utils.PyDataset):
         self._pending = {}
         self._lock = threading.Lock()
         self._executor = None
+        self._closed = False
+        self._batch_measured = False
 
     @property
     def num_batches(self):
@@ -74,21 +84,37 @@ class TrainingStream(keras.utils.PyDataset):
         epoch, position = self.locate(index)
         return self.dataset.batch(position, epoch)
 
+    @record_batch_errors  # Keras reads it through tf.data, which wraps errors
     def __getitem__(self, index):
         if self.num_workers == 1 and self.queue_size <= 1:
+            self._refuse_if_closed(index)
             return self.build(index)
         with self._lock:
+            self._refuse_if_closed(index)
             if self._executor is None:
                 self._executor = self._start_workers()
-            for ahead in range(index, index + self.queue_size + 1):
+            # Nothing ahead until the first batch shows how much memory one holds.
+            depth = self.queue_size if self._batch_measured else 0
+            for ahead in range(index, index + depth + 1):
                 if ahead not in self._pending:
                     self._pending[ahead] = self._submit(ahead)
             future = self._pending.pop(index)
             for stale in [key for key in self._pending if key < index]:
                 self._pending.pop(stale).cancel()
         if self.worker_type == "processes":
-            return self.dataset.receive(future.result())
-        return future.result()
+            batch = self.dataset.receive(future.result())
+        else:
+            batch = future.result()
+        if not self._batch_measured:
+            self.queue_size = prefetch_depth(self.queue_size, batch)
+            self._batch_measured = True
+        return batch
+
+    def _refuse_if_closed(self, index):
+        # tf.data's generator thread may still ask once `fit` has returned: a
+        # new pool of workers then would never be shut down.
+        if self._closed:
+            raise RuntimeError(f"batch {index} asked of a TrainingStream after close()")
 
     def _start_workers(self):
         if self.worker_type == "processes":
@@ -106,8 +132,9 @@ class TrainingStream(keras.utils.PyDataset):
         return self._executor.submit(self.build, index)
 
     def close(self):
-        """Stop the worker threads (batches built ahead are dropped)."""
+        """Stop the worker threads (batches built ahead are dropped); later reads raise."""
         with self._lock:
+            self._closed = True
             for future in self._pending.values():
                 future.cancel()
             self._pending.clear()
@@ -120,6 +147,15 @@ class TrainingStream(keras.utils.PyDataset):
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def prefetch_depth(queue_size, batch, budget=None):
+    """`queue_size`, lowered so that that many batches like `batch` fit in `budget` bytes."""
+    budget = PREFETCH_BYTES if budget is None else budget
+    batch_bytes = sum(getattr(array, "nbytes", 0) for array in batch)
+    if not batch_bytes:
+        return queue_size
+    return max(1, min(queue_size, budget // batch_bytes))
 
 
 class EpochWindow(keras.utils.PyDataset):

@@ -73,6 +73,17 @@ def read_frames(path):
     return frames(), fps, count
 
 
+def has_audio(path):
+    """Whether the video at `path` has an audio track (ffmpeg's view of its streams)."""
+    reader = import_ffmpeg().read_frames(str(path), pix_fmt="rgb24")
+    try:
+        return bool(next(reader).get("audio_codec"))
+    except (OSError, RuntimeError, StopIteration):
+        return False
+    finally:
+        reader.close()
+
+
 def even_sized(frame):
     """Pad a frame by one edge row/column where a side is odd (H.264 needs even sides)."""
     height, width = frame.shape[:2]
@@ -80,8 +91,11 @@ def even_sized(frame):
 
 
 @contextlib.contextmanager
-def video_writer(path, fps):
+def video_writer(path, fps, audio_from=None):
     """Yield `write(frame)` that appends RGB frames to an H.264 video at `path`.
+
+    With `audio_from` (a video with an audio track), its first audio track is
+    muxed in, re-encoded as AAC (which MP4 holds whatever the source's codec).
 
     The video is written to a temporary file renamed into place when the block
     ends without error and at least one frame was written, so a failure or a
@@ -100,6 +114,7 @@ def video_writer(path, fps):
                 quality=VIDEO_QUALITY,
                 macro_block_size=2,  # sides are even already: never rescale
                 output_params=["-loglevel", "error"],
+                **({"audio_path": str(audio_from), "audio_codec": "aac"} if audio_from else {}),
             )
             encoder.send(None)  # starts ffmpeg
         encoder.send(frame.tobytes())
@@ -132,7 +147,8 @@ def process_video(path, out_dir, parse_frame, save_masks=False, progress=True):
     path, out_dir = Path(path), Path(out_dir)
     frames, fps, count = read_frames(path)
     records = []
-    with video_writer(out_dir / f"{path.stem}_overlay.mp4", fps) as write:
+    audio_from = path if has_audio(path) else None  # the overlay keeps the sound
+    with video_writer(out_dir / f"{path.stem}_overlay.mp4", fps, audio_from) as write:
         bar = tqdm(frames, total=count, desc=path.name, unit="frame", disable=not progress)
         for index, frame in enumerate(bar):
             label, overlay_image, record = parse_frame(frame)

@@ -60,8 +60,10 @@ class DiceCrossEntropyLoss(keras.losses.Loss):
     cross-entropy, so its share of the loss is the same at any image size.
     With per-pixel weights, each pixel's contribution to the Dice sums is
     weighted too (the weights are passed through `sample_weight` and reach
-    the Dice term because Keras multiplies the returned map by them; since the
-    generator normalises weights to mean 1, the term's scale is unchanged).
+    the Dice term because Keras multiplies the returned map by them). The
+    weights are not renormalised per batch: frequency schemes scale the class
+    weights once so that the average pixel weight over the training split is
+    1, so the term keeps its scale on average, not in every batch.
 
     Args:
         dice_weight: float. Weight of the Dice term. Defaults to 1.0.

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from faceparsing import config as config_lib
-from faceparsing.errors import ConfigError
+from faceparsing.errors import ConfigError, record_batch_errors
 
 LAUNCHER_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -275,6 +275,7 @@ class ProcessBatches(keras.utils.PyDataset):
     def __len__(self):
         return self.steps
 
+    @record_batch_errors  # Keras may read it through tf.data, which wraps errors
     def __getitem__(self, index):
         if not self.pad:
             return self.batch(index, self.source.epoch)
@@ -382,6 +383,37 @@ class DivergenceWatch(keras.callbacks.Callback):
         if loss is not None and not np.isfinite(loss):
             self.diverged_epoch = epoch + 1
             self.model.stop_training = True
+
+
+def job_bad_samples(datasets, gather=None):
+    """[(image id, reason)] of the samples that any process skipped (a collective).
+
+    Each process knows only the reasons of its own; another's are named by id.
+    """
+    gather = gather or allgather
+    mine = {image_id: reason for dataset in datasets for image_id, reason in dataset.bad_samples}
+    counts = gather(np.array([len(mine)], np.int32)).reshape(-1)
+    padded = np.full(max(1, int(counts.max())), -1, np.int32)
+    padded[: len(mine)] = sorted(mine)
+    everyone = {int(image_id) for image_id in gather(padded).reshape(-1) if image_id >= 0}
+    return [(image_id, mine.get(image_id, f"image {image_id}, skipped by another process"))
+            for image_id in sorted(everyone)]  # fmt: skip
+
+
+class JobBadSamples(keras.callbacks.Callback):
+    """The skipped samples of every process, gathered after each epoch: the run folder
+    callback of process 0 reads it as its `bad_sample_sources`. Runs in every process."""
+
+    skip_bad_samples = True
+
+    def __init__(self, datasets):
+        super().__init__()
+        self.datasets = datasets
+        self.bad_samples = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        with outside_distribution():
+            self.bad_samples = job_bad_samples(self.datasets)
 
 
 def run_and_leave(command, *args):

@@ -55,7 +55,7 @@ class ResumeState:
     """What a rerun needs to go on: last completed epoch, metric rows, best score.
 
     Lives in `<run_dir>/backup/state.json`, which points to the weights file
-    (model and optimiser) of that epoch. The weights are written first and the
+    (model and optimiser, `epoch_NNNN.keras`) of that epoch. The weights are written first and the
     JSON last, each atomically, so the JSON always names a complete file.
     """
 
@@ -112,9 +112,11 @@ class ResumeState:
 
     def save(self, model, epoch, rows, best):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
-        weights_file = self.backup_dir / f"epoch_{epoch:04d}.weights.h5"
-        with atomic_path(weights_file) as temp_path:
-            model.save_weights(temp_path)
+        weights_file = self.backup_dir / f"epoch_{epoch:04d}.keras"
+        # A .keras archive, not .weights.h5: Keras builds its HDF5 part in memory
+        # and writes a zip through Python, so a full disk raises an OSError;
+        # h5py writing to a full disk fails in its destructors and crashes.
+        save_model_atomic(model, weights_file)
         # In model order: variable names carry per-process counters.
         random_state = [
             np.asarray(keras.ops.convert_to_numpy(variable)).tolist()
@@ -125,7 +127,7 @@ class ResumeState:
             "lr_segments": self.lr_segments, "random_state": random_state,
         }  # fmt: skip
         atomic_write_text(self.path, json.dumps(state, indent=1))
-        for old in self.backup_dir.glob("epoch_*.weights.h5"):
+        for old in self.backup_dir.glob("epoch_*"):  # also .weights.h5 of older versions
             if old != weights_file:
                 old.unlink(missing_ok=True)
         self.epoch, self.rows, self.best, self.weights_file = epoch, rows, best, weights_file
@@ -309,9 +311,11 @@ def plot_curves(rows, path):
 
 
 # Keys that may differ when a run is resumed: they do not change what is learned.
+# run_dir, data_root and cache_dir say where things are: a run folder or a
+# dataset that was moved (or is mounted elsewhere on another host) still resumes.
 RESUMABLE_CHANGES = {
     "epochs", "workers", "worker_type", "use_multiprocessing", "verbose", "tensorboard",
-    "run_eagerly", "steps_per_execution",
+    "run_eagerly", "steps_per_execution", "run_dir", "data_root", "cache_dir",
 }  # fmt: skip
 
 

@@ -406,7 +406,7 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks):
             callbacks=[FollowEpochs(window), *callbacks],
             verbose=config.verbose,
         )
-    check_diverged(callbacks, config.run_dir)
+    check_diverged(callbacks, config)
 
 
 def build_callbacks(config, run_dir, state, datasets=()):
@@ -421,11 +421,16 @@ def build_callbacks(config, run_dir, state, datasets=()):
 
 def process_callbacks(config, cluster, state, datasets):
     """Process 0 writes the run folder (outside the distribution: see
-    `multihost.OnThisProcess`); the others only watch the loss."""
+    `multihost.OnThisProcess`); the others only watch the loss. With
+    `skip_bad_samples`, every process gathers the samples any process skipped
+    (`multihost.JobBadSamples`), which the run folder counts."""
+    gathered, sources = [], datasets
+    if cluster.num_processes > 1 and config.skip_bad_samples:
+        gathered = sources = [multihost.JobBadSamples(datasets)]  # runs before the run folder's
     if not cluster.is_writer:
-        return [keras.callbacks.TerminateOnNaN(), multihost.DivergenceWatch()]
-    callbacks = build_callbacks(config, Path(config.run_dir), state, datasets)
-    return [
+        return [*gathered, keras.callbacks.TerminateOnNaN(), multihost.DivergenceWatch()]
+    callbacks = build_callbacks(config, Path(config.run_dir), state, sources)
+    return gathered + [
         multihost.OnThisProcess(callback)
         if isinstance(callback, run_folder.RunFolderCallback)
         else callback
@@ -433,12 +438,31 @@ def process_callbacks(config, cluster, state, datasets):
     ]
 
 
-def check_diverged(callbacks, run_dir):
+def check_diverged(callbacks, config):
     """Raise TrainingDivergedError if the run folder callback saw a NaN/inf loss."""
     for callback in callbacks:
         epoch = getattr(callback, "diverged_epoch", None)
         if epoch is not None:
-            raise TrainingDivergedError(
-                f"loss became NaN or infinite in epoch {epoch}; {run_dir} keeps epoch "
-                f"{epoch - 1}. Lower learning_rate (or check the data), then rerun"
-            )
+            raise TrainingDivergedError(divergence_advice(config, epoch))
+
+
+def divergence_advice(config, epoch):
+    """What to do after the loss of `epoch` became NaN/inf: a command that works.
+
+    Rerunning unchanged replays the same batches (resume is exact), and a
+    changed learning_rate is refused in the same run_dir, so the way on is a
+    new run that starts from the last finite weights (`--init`).
+    """
+    lower = f"--learning_rate={config.learning_rate / 10:g}"
+    message = f"loss became NaN or infinite in epoch {epoch}; "
+    if epoch == 1:
+        return (
+            message + f"nothing was saved; rerun the same command with {lower} (or check the data)"
+        )
+    run_dir = Path(config.run_dir)
+    new_run = run_dir.with_name(f"{run_dir.name}-lr{config.learning_rate / 10:g}")
+    return message + (
+        f"{run_dir} keeps epoch {epoch - 1}. To go on from its weights with a lower learning "
+        f"rate (or after checking the data), start a new run: rerun the same command with "
+        f"--init={run_dir / 'last.keras'} --run_dir={new_run} {lower}"
+    )

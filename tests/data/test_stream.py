@@ -45,3 +45,27 @@ def test_worker_threads_give_the_batches_of_one_thread_in_order(dataset):
             for a, b in zip(single[index], threaded[index], strict=True):
                 np.testing.assert_array_equal(a, b)
     assert threaded.num_batches is None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_closed_stream_refuses_instead_of_starting_new_threads(dataset, workers):
+    stream = TrainingStream(dataset, steps_per_epoch=2, workers=workers)
+    with stream:
+        stream[0]
+    with pytest.raises(RuntimeError, match="batch 1 asked of a TrainingStream after close"):
+        stream[1]
+    assert stream._executor is None
+
+
+def test_batches_built_ahead_stay_within_the_memory_budget(dataset, monkeypatch):
+    from faceparsing.data import stream as stream_module
+
+    batch_bytes = sum(array.nbytes for array in dataset.batch(0, 0))
+    monkeypatch.setattr(stream_module, "PREFETCH_BYTES", 3 * batch_bytes)
+    stream = TrainingStream(dataset, steps_per_epoch=2, workers=8)
+    assert stream.queue_size == 16
+    with stream:
+        stream[0]
+        assert stream.queue_size == 3
+        stream[1]
+        assert len(stream._pending) <= 3

@@ -105,3 +105,34 @@ def test_worker_processes_write_the_same_files(tmp_path):
         assert (tmp_path / "serial" / relative).read_bytes() == (
             tmp_path / "parallel" / relative
         ).read_bytes()
+
+
+# A script that, like train.py, does heavy work at import: it counts its imports.
+COUNTING_SCRIPT = """
+import sys
+from pathlib import Path
+
+with open(sys.argv[2], "a") as imports:
+    imports.write(__name__ + "\\n")
+
+if __name__ == "__main__":
+    from faceparsing.data.synthetic import make_demo_dataset
+
+    make_demo_dataset(sys.argv[1], 4, workers=2)
+"""
+
+
+def test_worker_processes_do_not_run_the_parents_script_again(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script, imports = tmp_path / "script.py", tmp_path / "imports.txt"
+    script.write_text(COUNTING_SCRIPT)
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "data"), str(imports)],
+                   check=True, env=environment, timeout=120)  # fmt: skip
+    assert imports.read_text().split() == ["__main__"]  # not "__mp_main__" in each worker
+    assert len(layout.split_ids(tmp_path / "data", "all")) == 4

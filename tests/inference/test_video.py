@@ -86,3 +86,42 @@ def test_folders_list_photos_and_videos(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in video.list_media(tmp_path)] == ["a.jpg", "b.mp4", "d.MOV"]
     assert video.is_video("x.mkv") and not video.is_video("x.png")
+
+
+def test_landmarks_for_a_video_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import visualize
+
+    monkeypatch.setattr(visualize, "load_checkpoint", pytest.fail)  # refused before any work
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    landmarks = tmp_path / "faces.json"
+    landmarks.write_text('{"clip.mp4": [[[1, 1], [3, 1], [2, 2], [1, 3], [3, 3]]]}')
+    for source in (["--video", str(clip)], ["--images", str(clip)]):
+        arguments = [*source, "--checkpoint", "x.keras", "--landmarks", str(landmarks)]
+        assert visualize.main([*arguments, "--out", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err
+        assert (
+            error.count("\n") == 1 and f"--landmarks gives the faces of photos, and {clip}" in error
+        )
+
+
+def test_the_overlay_keeps_the_sources_audio_track(tmp_path):
+    import subprocess
+
+    import imageio_ffmpeg
+
+    source = tmp_path / "talk.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000", "-t", "1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+                    str(source)], check=True, timeout=60)  # fmt: skip
+    silent = tmp_path / "silent.mp4"
+    write_clip(silent, coloured_frames())
+
+    def parse_frame(frame):
+        return np.zeros(frame.shape[:2], np.uint8), frame, {}
+
+    for clip, audio in ((source, True), (silent, False)):
+        video.process_video(clip, tmp_path / "out", parse_frame, progress=False)
+        assert video.has_audio(tmp_path / "out" / f"{clip.stem}_overlay.mp4") is audio

@@ -69,6 +69,24 @@ def test_multi_host_needs_jax_and_says_so_in_one_line(demo_root, tmp_path, monke
     assert not (tmp_path / "run").exists()
 
 
+def test_skipped_samples_are_counted_over_every_process():
+    class Source:
+        bad_samples = [(3, "cannot read image 3.jpg"), (7, "cannot read image 7.jpg")]
+
+    other_process = iter([np.array([2], np.int32), np.array([7, 9], np.int32)])
+
+    def gather(values):  # this process and one other, as process_allgather stacks them
+        theirs = next(other_process)
+        width = max(len(values), len(theirs))
+        return np.stack([np.pad(values, (0, width - len(values)), constant_values=-1),
+                         np.pad(theirs, (0, width - len(theirs)), constant_values=-1)])  # fmt: skip
+
+    bad = multihost.job_bad_samples([Source()], gather)
+    assert [image_id for image_id, _ in bad] == [3, 7, 9]
+    assert bad[2][1] == "image 9, skipped by another process"
+    assert bad[1][1] == "cannot read image 7.jpg"
+
+
 def test_global_batch_must_split_evenly_over_processes():
     with pytest.raises(ValueError, match="batch_size 5 must be a multiple of the 2 processes"):
         multihost.per_process_batch(_config(batch_size=5), multihost.Cluster(2, 0))
@@ -196,8 +214,8 @@ def test_two_processes_train_like_one_process_with_the_global_batch(two_process_
     job, single = folder / "job", folder / "single"
     assert [row["epoch"] for row in _rows(job)] == ["1"]
     assert [p.name for p in (job / "backup").iterdir()] in (
-        ["epoch_0001.weights.h5", "state.json"],
-        ["state.json", "epoch_0001.weights.h5"],
+        ["epoch_0001.keras", "state.json"],
+        ["state.json", "epoch_0001.keras"],
     )
     assert "epoch 1 |" in logs["job_0"] and "epoch 1 |" not in logs["job_1"]  # only 0 writes
     (job_row,), (single_row,) = _rows(job), _rows(single)
@@ -226,12 +244,7 @@ def test_a_killed_process_stops_the_job_and_a_rerun_of_both_resumes(
     folder, statuses, _ = two_process_run
     assert statuses[:2] == [0, 0]
     run_dir = tmp_path / "job"
-    shutil.copytree(folder / "job", run_dir)
-    moved = config_lib.load_run_config(run_dir / "config.yaml")  # a run folder names itself
-    config_lib.save(
-        config_lib.apply_overrides(moved, {"run_dir": str(run_dir)}, "test"),
-        run_dir / "config.yaml",
-    )
+    shutil.copytree(folder / "job", run_dir)  # a moved run folder resumes
     arguments = tiny_train_args(demo_root, run_dir, *RECIPE, "--epochs=4")
     first, second = _start_job(arguments, tmp_path, "killed")
     _wait_for(tmp_path / "killed_0.log", "Resuming", first)
