@@ -31,7 +31,7 @@ import sys
 import time
 
 from faceparsing import cli
-from faceparsing.data import packed
+from faceparsing.data import packing
 from faceparsing.data.augment import augment_sample, horizontal_flip
 from faceparsing.data.checks import check_dataset, validate_split
 from faceparsing.data.class_weights import (
@@ -117,7 +117,7 @@ def check(args):
 
 def pack(args):
     started = time.perf_counter()
-    manifest = packed.pack(
+    manifest = packing.pack(
         args.data_root, args.out, image_size=args.image_size, splits=args.splits,
         workers=args.workers, dataset=args.dataset, classes=args.classes,
     )  # fmt: skip

@@ -22,8 +22,7 @@ from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.classes import class_set_of
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import SPLITS, open_layout
-from faceparsing.data.packed import check_release_labels
+from faceparsing.data.layout import SPLITS, check_release_labels, open_layout
 from faceparsing.data.samples import load_label
 from faceparsing.errors import DatasetError
 from faceparsing.inference import evaluation

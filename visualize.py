@@ -26,8 +26,7 @@ import numpy as np
 from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.classes import class_set_of, remap
-from faceparsing.data.layout import MASK_SIZE, SPLITS, open_layout
-from faceparsing.data.packed import check_release_labels
+from faceparsing.data.layout import MASK_SIZE, SPLITS, check_release_labels, open_layout
 from faceparsing.data.samples import load_image, load_label, resize_label
 from faceparsing.errors import ConfigError, DatasetError, ImageReadError
 from faceparsing.files import atomic_write_text

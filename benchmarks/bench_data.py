@@ -36,7 +36,7 @@ import numpy as np
 
 from faceparsing import images
 from faceparsing.classes import PART_NAMES
-from faceparsing.data import augment, layout, packed, samples
+from faceparsing.data import augment, layout, packed, packing, samples
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.stream import TrainingStream
 from faceparsing.data.synthetic import make_demo_dataset
@@ -203,7 +203,7 @@ def packed_rows(pack_root, size, batch_size, workers_list, passes):
 def pack_once(root, out, size, workers):
     """Pack the set at `size`; return the seconds it took per 1,000 images."""
     start = time.perf_counter()
-    manifest = packed.pack(root, out, image_size=size, workers=workers, progress=False)
+    manifest = packing.pack(root, out, image_size=size, workers=workers, progress=False)
     count = sum(split["count"] for split in manifest["splits"].values())
     return 1000 * (time.perf_counter() - start) / count
 

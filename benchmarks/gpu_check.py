@@ -263,7 +263,7 @@ def end_to_end(args, step_rate):
     import tempfile
 
     from faceparsing.config import worker_count
-    from faceparsing.data import packed
+    from faceparsing.data import packed, packing
     from faceparsing.data.synthetic import make_demo_dataset
 
     rows = [("jitted train step (above)", step_rate)]
@@ -286,7 +286,7 @@ def end_to_end(args, step_rate):
                 rows.append((label, train_pipeline(args, root, f"{scratch}/run")))
                 print(f"{label}: {rows[-1][1]:.1f} img/s", flush=True)
             started = time.perf_counter()
-            packed.pack(root, f"{scratch}/packed", image_size=args.image_size, progress=False)
+            packing.pack(root, f"{scratch}/packed", image_size=args.image_size, progress=False)
             print(f"packed them in {time.perf_counter() - started:.0f} s", flush=True)
             root = f"{scratch}/packed"
         label = f"train.py pipeline, packed, {workers} workers (worker_type auto), augmentation on"

@@ -23,7 +23,13 @@ synthetic-face writer and the dataset checks share these facts cheaply.
 import os
 from pathlib import Path
 
-from faceparsing.classes import CELEBAMASK_HQ, LAPA, PART_NAMES, load_class_set
+from faceparsing.classes import (
+    CELEBAMASK_HQ,
+    LAPA,
+    PART_NAMES,
+    class_set_from_config,
+    load_class_set,
+)
 from faceparsing.errors import ConfigError, DatasetError
 
 IMAGE_DIR = "CelebA-HQ-img"
@@ -192,7 +198,7 @@ def detect_dataset(root, dataset="auto"):
 
 def open_layout(root, dataset="auto", classes=""):
     """The layout object of `root`: `CelebAMaskHQLayout`, `FolderLayout`, or a packed
-    folder's `faceparsing.data.packed.PackedLayout` (recognised by its manifest).
+    folder's `PackedLayout` (recognised by its manifest).
 
     Args:
         root: str or Path. The dataset root.
@@ -205,7 +211,7 @@ def open_layout(root, dataset="auto", classes=""):
     from faceparsing.data import packed  # imports this module
 
     if packed.is_packed(root):  # whatever it was packed from: the manifest says
-        return packed.PackedLayout(root)
+        return PackedLayout(root)
     kind = detect_dataset(root, dataset)
     if kind == "celebamask_hq":
         if classes and load_class_set(classes) != CELEBAMASK_HQ:
@@ -290,3 +296,66 @@ class FolderLayout:
 
     def sample_name(self, image_id):
         return Path(self.entries[image_id][1]).stem
+
+
+class PackedLayout:
+    """A packed folder seen as a dataset layout (see `faceparsing.data.layout.open_layout`):
+    the ids, class set and sample names of what was packed, read from the shards.
+
+    Args:
+        root: str or Path. The packed folder.
+    """
+
+    kind = "packed"
+
+    def __init__(self, root):
+        from faceparsing.data.packed import open_pack
+
+        self.pack = open_pack(root)
+        self.root = self.pack.root
+        manifest = self.pack.manifest
+        self.source_kind = manifest.get("layout", "celebamask_hq")
+        saved = manifest.get("class_set")
+        self.class_set = class_set_from_config(saved, str(self.root)) if saved else CELEBAMASK_HQ
+        self.label_size = self.pack.image_size
+        self._names = manifest.get("names", {})
+
+    def split_ids(self, split):
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.pack.split_ids(split)
+
+    def sample_name(self, image_id):
+        return self._names.get(str(image_id), str(image_id))
+
+    def load_sample(self, image_id, size):
+        return self.pack.load_sample(image_id, size)
+
+    def load_image(self, image_id, size):
+        return self.pack.load_sample(image_id, size)[0]
+
+    def load_label(self, image_id):
+        return self.pack.load_label(image_id)
+
+
+def check_release_labels(layout):
+    """Raise unless `layout` gives labels at their released size (a pack of CelebAMask-HQ
+    at 512, or no pack at all).
+
+    Evaluation scores at the release's label resolution; a smaller pack would
+    score other (resized) labels, and a pack of a folder layout holds its labels
+    resized to one square size.
+    """
+    if getattr(layout, "kind", None) != PackedLayout.kind:
+        return
+    if layout.source_kind != "celebamask_hq":
+        raise DatasetError(
+            f"{layout.root} packs a {layout.source_kind} folder with its labels resized to "
+            f"{layout.label_size}x{layout.label_size}; score on the folder itself "
+            f"({layout.pack.manifest['source']})"
+        )
+    if layout.label_size != MASK_SIZE:
+        raise DatasetError(
+            f"{layout.root} is packed at {layout.label_size}, but scoring needs the release's "
+            f"{MASK_SIZE}x{MASK_SIZE} labels: pack with --image_size {MASK_SIZE}"
+        )

@@ -20,6 +20,7 @@ from faceparsing.classes import NUM_CLASSES
 from faceparsing.data import packed
 from faceparsing.data.layout import (
     MASK_SIZE,
+    PackedLayout,
     existing_parts,
     image_path,
     no_parts_message,
@@ -59,7 +60,7 @@ def load_image(source, image_id, size):
 def _packed_layout(source):
     """A packed folder given by its path as its layout; anything else unchanged."""
     if isinstance(source, str | Path) and packed.is_packed(source):
-        return packed.PackedLayout(source)
+        return PackedLayout(source)
     return source
 
 

@@ -33,9 +33,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 
+import faceparsing
 from faceparsing.errors import UserError
 
 # How batches are built: "auto" picks processes for a packed folder with two or
@@ -194,9 +196,14 @@ def _shared_memory_dir():
 
 
 def _start_worker(task_bytes, shared_dir):
-    # The worker imports the same code as this process (a worktree, an editable install).
-    paths = [path for path in sys.path if path]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    # The worker imports the same `faceparsing` as this process (a checkout, a worktree,
+    # an editable install): the folder holding the package goes first on its path.
+    package_parent = str(Path(faceparsing.__file__).resolve().parents[1])
+    inherited = os.environ.get("PYTHONPATH", "")
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, inherited])),
+    }
     environment[_SHARED_DIR_VARIABLE] = shared_dir or ""
     process = subprocess.Popen(
         [sys.executable, "-m", "faceparsing.data.workers"],

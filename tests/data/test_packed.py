@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from faceparsing.data import packed
+from faceparsing.data import packed, packing
 from faceparsing.data.checks import check_dataset
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import image_path, split_ids
@@ -26,7 +26,7 @@ def release(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pack_root(release, tmp_path_factory):
     out = tmp_path_factory.mktemp("packed") / "pack"
-    packed.pack(release, out, **PACK)
+    packing.pack(release, out, **PACK)
     return out
 
 
@@ -71,7 +71,7 @@ def test_a_killed_pack_reruns_to_completion_and_keeps_finished_shards(
     release, tmp_path, monkeypatch
 ):
     out = tmp_path / "pack"
-    write_shard = packed._write_shard
+    write_shard = packing._write_shard
     written = []
 
     def killed_after_one_shard(path, records, bar):
@@ -80,9 +80,9 @@ def test_a_killed_pack_reruns_to_completion_and_keeps_finished_shards(
         write_shard(path, records, bar)
         written.append(path)
 
-    monkeypatch.setattr(packed, "_write_shard", killed_after_one_shard)
+    monkeypatch.setattr(packing, "_write_shard", killed_after_one_shard)
     with pytest.raises(KeyboardInterrupt):
-        packed.pack(release, out, **PACK)
+        packing.pack(release, out, **PACK)
     assert not packed.is_packed(out)  # no manifest: nothing reads a partial pack
     with pytest.raises(DatasetError):
         split_ids(out, "train")
@@ -90,8 +90,8 @@ def test_a_killed_pack_reruns_to_completion_and_keeps_finished_shards(
     stale = out / ".train-00001-of-00002.x1y2.tmp.array_record"  # what a SIGKILL leaves
     stale.write_bytes(b"half a shard")
 
-    monkeypatch.setattr(packed, "_write_shard", write_shard)
-    manifest = packed.pack(release, out, **PACK)
+    monkeypatch.setattr(packing, "_write_shard", write_shard)
+    manifest = packing.pack(release, out, **PACK)
     assert written[0].stat().st_mtime_ns == finished  # kept, not rewritten
     assert not stale.exists()
     assert packed.open_pack(out).verify() == []
@@ -100,12 +100,12 @@ def test_a_killed_pack_reruns_to_completion_and_keeps_finished_shards(
 
 def test_a_pack_with_other_settings_or_a_foreign_folder_is_refused(release, pack_root, tmp_path):
     with pytest.raises(ConfigError, match="other settings"):
-        packed.pack(release, pack_root, **{**PACK, "image_size": 64})
+        packing.pack(release, pack_root, **{**PACK, "image_size": 64})
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
-        packed.pack(release, tmp_path, **PACK)
+        packing.pack(release, tmp_path, **PACK)
     with pytest.raises(ConfigError, match="already a packed folder"):
-        packed.pack(pack_root, tmp_path / "again", **PACK)
+        packing.pack(pack_root, tmp_path / "again", **PACK)
 
 
 def test_a_bad_release_image_stops_the_pack_with_its_name(release, tmp_path):
@@ -113,7 +113,7 @@ def test_a_bad_release_image_stops_the_pack_with_its_name(release, tmp_path):
     shutil.copytree(release, broken)
     image_path(broken, 3).write_bytes(b"not a jpeg")
     with pytest.raises(DatasetError, match=r"3\.jpg") as error:
-        packed.pack(broken, tmp_path / "pack", **PACK)
+        packing.pack(broken, tmp_path / "pack", **PACK)
     assert "\n" not in str(error.value)
 
 
@@ -198,7 +198,7 @@ def test_a_lapa_layout_packs_with_its_class_set_and_sample_names(tmp_path):
     source = tmp_path / "lapa"
     make_demo_dataset(source, 6, seed=0, layout="lapa")
     out = tmp_path / "pack"
-    packed.pack(source, out, **{**PACK, "image_size": 64})
+    packing.pack(source, out, **{**PACK, "image_size": 64})
     folder, pack_layout = open_layout(source), open_layout(out)
     assert pack_layout.kind == "packed" and pack_layout.class_set == LAPA
     for split in ("train", "val", "test"):
@@ -210,5 +210,7 @@ def test_a_lapa_layout_packs_with_its_class_set_and_sample_names(tmp_path):
     assert np.array_equal(y_packed, y_folder)
     # At 64x64 JPEG's 2x2 chroma subsampling costs a few grey levels more than at 512.
     assert np.abs(x_packed.astype(int) - x_folder).mean() < 6
+    from faceparsing.data.layout import check_release_labels
+
     with pytest.raises(DatasetError, match="score on the folder itself"):
-        packed.check_release_labels(pack_layout)
+        check_release_labels(pack_layout)

@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 
-from faceparsing.data import packed
+from faceparsing.data import packing
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.stream import TrainingStream
 from faceparsing.data.workers import ProcessPool, WorkerError, choose_worker_type
@@ -18,7 +18,7 @@ def pack_root(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("workers")
     make_demo_dataset(folder / "release", 8, seed=1)
-    packed.pack(folder / "release", folder / "pack", image_size=64, workers=1, progress=False)
+    packing.pack(folder / "release", folder / "pack", image_size=64, workers=1, progress=False)
     return folder / "pack"
 
 
