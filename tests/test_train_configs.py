@@ -86,7 +86,7 @@ def test_every_config_trains_under_the_other_backend(data_roots, tmp_path):
     lines = ["\t".join(_small(path, data_roots(path), tmp_path / path.stem)) for path in runs]
     result = subprocess.run(
         [sys.executable, "-c", code], input="\n".join(lines), cwd=REPO, text=True,
-        capture_output=True, env={**_without_keras_variables(), "KERAS_BACKEND": other}, timeout=900,
+        capture_output=True, env={**_without_keras_variables(), "KERAS_BACKEND": other}, timeout=1800,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert all(_trained_one_epoch(tmp_path / path.stem) for path in runs)
