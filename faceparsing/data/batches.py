@@ -100,8 +100,8 @@ class SampleBatches:
         Augmented with the generator of (seed, epoch, image_id); `epoch`
         defaults to the current one.
         """
-        if self.is_packed:  # one record, two small decodes
-            image, label = self.layout.load_sample(image_id, self.image_size)
+        if self.is_packed:  # one record, two small decodes (the fast one when augmenting)
+            image, label = self.layout.load_sample(image_id, self.image_size, self.augment)
         else:
             image = load_image(self.layout, image_id, self.image_size)
             label = resize_label(

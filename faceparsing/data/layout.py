@@ -328,8 +328,8 @@ class PackedLayout:
     def sample_name(self, image_id):
         return self._names.get(str(image_id), str(image_id))
 
-    def load_sample(self, image_id, size):
-        return self.pack.load_sample(image_id, size)
+    def load_sample(self, image_id, size, fast_decode=False):
+        return self.pack.load_sample(image_id, size, fast_decode)
 
     def load_image(self, image_id, size):
         return self.pack.load_sample(image_id, size)[0]

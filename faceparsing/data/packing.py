@@ -174,7 +174,8 @@ def _manifest(out, plan):
     manifest = {key: value for key, value in plan.items() if key != "splits"}
     manifest["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     manifest["record"] = (
-        "b'FPK1', uint32 id, uint32 JPEG length, JPEG (RGB), zlib(uint8 label ids, row-major)"
+        "b'FPK2', uint32 id, uint32 JPEG length, JPEG (RGB), zlib(uint32 n, n uint8 run ids, "
+        "n uint16 run lengths: the row-major label ids run-length coded)"
     )
     manifest["splits"] = {}
     for split, shards in plan["splits"].items():

@@ -214,3 +214,73 @@ def test_a_lapa_layout_packs_with_its_class_set_and_sample_names(tmp_path):
 
     with pytest.raises(DatasetError, match="score on the folder itself"):
         check_release_labels(pack_layout)
+
+
+def _label_maps():
+    rng = np.random.default_rng(0)
+    face = np.zeros((64, 64), np.uint8)
+    face[10:50, 12:52] = 1
+    face[20:25, 20:30] = 4  # an eye inside the skin
+    return {
+        "background only (runs over 65,535 pixels)": np.zeros((512, 512), np.uint8),
+        "one id everywhere": np.full((300, 300), 18, np.uint8),
+        "noise (a run a pixel)": rng.integers(0, 19, (64, 64), dtype=np.uint8),
+        "a face": face,
+        "every byte value": np.arange(256, dtype=np.uint8).repeat(256).reshape(256, 256),
+    }
+
+
+@pytest.mark.parametrize("name", list(_label_maps()))
+def test_labels_are_stored_losslessly_as_runs(name):
+    label = _label_maps()[name]
+    data = packed.encode_label(label)
+    assert np.array_equal(packed.decode_label(data, label.shape[0]), label)
+
+
+def test_damaged_label_bytes_decode_to_none_not_to_a_wrong_map():
+    label = _label_maps()["a face"]
+    data = bytearray(packed.encode_label(label))
+    assert packed.decode_label(bytes(data), 32) is None  # runs that do not fill the size
+    data[len(data) // 2] ^= 0xFF
+    assert packed.decode_label(bytes(data), 64) is None  # zlib's checksum
+    assert packed.decode_label(b"", 64) is None
+
+
+def test_a_format_version_1_record_still_reads(pack_root, release):
+    import struct
+    import zlib
+
+    image_id = split_ids(release, "all")[0]
+    _, jpeg, (decoder, data) = packed.Pack(pack_root)._record(image_id)
+    raw_ids = decoder(data, 512).tobytes()
+    old = struct.pack("<4sII", b"FPK1", image_id, len(jpeg)) + bytes(jpeg) + zlib.compress(raw_ids)
+    stored_id, _, (old_decoder, old_data) = packed.decode_record(old, "test")
+    assert stored_id == image_id
+    assert np.array_equal(old_decoder(old_data, 512), merge_masks(release, image_id))
+
+
+def test_training_batches_decode_fast_and_close_to_the_exact_decode(pack_root, monkeypatch):
+    pytest.importorskip("simplejpeg")
+    pack = packed.Pack(pack_root)
+    image_id = pack.split_ids("all")[0]
+    exact, label = pack.load_sample(image_id, 512)
+    fast, fast_label = pack.load_sample(image_id, 512, fast_decode=True)
+    assert np.array_equal(fast_label, label)
+    difference = np.abs(fast.astype(int) - exact)
+    assert 0 < difference.mean() < 2  # another decoder, close to the exact one
+    # Without simplejpeg, OpenCV decodes exactly whatever is asked.
+    monkeypatch.setattr(packed, "_simplejpeg", lambda: None)
+    assert np.array_equal(pack.load_sample(image_id, 512, fast_decode=True)[0], exact)
+
+
+def test_augmented_packed_batches_use_the_fast_decode_and_evaluation_the_exact_one(
+    pack_root, monkeypatch
+):
+    calls = []
+    real = packed._decode_rgb
+    monkeypatch.setattr(
+        packed, "_decode_rgb", lambda jpeg, fast=False: calls.append(fast) or real(jpeg, fast)
+    )
+    _dataset(pack_root, augment=True)[0]
+    _dataset(pack_root, augment=False)[0]
+    assert calls == [True] * 4 + [False] * 4
