@@ -221,14 +221,26 @@ def onnx_metadata(image_size, class_set=CELEBAMASK_HQ, quantize="none"):
 
 
 class _CalibrationReader:
-    """onnxruntime's CalibrationDataReader protocol over an array of images."""
+    """onnxruntime's CalibrationDataReader protocol over an array of images, in batches;
+    `set_range` lets the calibrator read it a few batches at a time."""
 
     def __init__(self, images, batch_size=CALIBRATION_BATCH):
-        self.batches = iter(np.array_split(images, max(1, len(images) // batch_size)))
+        self.batches = np.array_split(images, max(1, len(images) // batch_size))
+        self.set_range(0, len(self.batches))
+
+    def __len__(self):
+        return len(self.batches)
+
+    def set_range(self, start_index, end_index):
+        self._pending = iter(self.batches[start_index:end_index])
 
     def get_next(self):
-        batch = next(self.batches, None)
+        batch = next(self._pending, None)
         return None if batch is None else {ONNX_INPUT_NAME: batch}
+
+    def stride(self, most=CALIBRATION_MERGE_EVERY):
+        """The most batches, at most `most`, that divide the batches evenly."""
+        return max(d for d in range(1, min(most, len(self)) + 1) if len(self) % d == 0)
 
 
 def quantize_onnx(float_path, out_path, quantize, calibration=None):
@@ -263,11 +275,15 @@ def _quantize_onnx_int8(float_path, out_path, calibration):
         # (ONNX's own shape inference: the symbolic one gives up on the free batch).
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        reader = _CalibrationReader(calibration)
+        # Ranges are merged every few batches (CalibStridedMinMax), so memory stays bounded and
+        # every image counts. (CalibMaxIntermediateOutputs, onnxruntime <= 1.32, discards each
+        # full group of outputs unmerged: only the last few images would set the ranges.)
         quantize_static(
-            str(prepared), str(out_path), _CalibrationReader(calibration),
+            str(prepared), str(out_path), reader,
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_MERGE_EVERY},
+            extra_options={"CalibStridedMinMax": reader.stride()},
         )  # fmt: skip
 
 

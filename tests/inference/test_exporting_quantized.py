@@ -143,3 +143,35 @@ def test_int8_needs_existing_calibration_images(trained_run, tmp_path):
 def test_conflicting_options_are_refused(trained_run, tmp_path, export_format, options, message):
     with pytest.raises(ValueError, match=message):
         exporting.export(trained_run / "best.keras", export_format, tmp_path / "m", **options)
+
+
+def _matmul_onnx(path, size=8):
+    """A float ONNX file with the export's input/output names: logits = images @ W."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).normal(size=(3, NUM_CLASSES)).astype("float32")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["images", "W"], ["logits"])], "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", size, size, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", size, size, NUM_CLASSES])],
+        [numpy_helper.from_array(weights, "W")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("count", [48, 50, 7])
+def test_int8_calibration_ranges_cover_every_calibration_image(tmp_path, count):
+    # Only the first image is bright: its range must reach the input's quantization scale
+    # however many batches the calibration is read in.
+    _matmul_onnx(tmp_path / "float.onnx")
+    images = np.full((count, 8, 8, 3), 10, "float32")
+    images[0] = 200
+    exporting.quantize_onnx(tmp_path / "float.onnx", tmp_path / "int8.onnx", "int8", images)
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    (quantize,) = [
+        node
+        for node in model.graph.node
+        if node.op_type == "QuantizeLinear" and node.input[0] == "images"
+    ]
+    scales = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    assert float(scales[quantize.input[1]]) * 255 == pytest.approx(200, rel=0.02)
