@@ -52,7 +52,7 @@ class TrainConfig:
     )
     workers: str = "auto"  # batch-building threads: auto = the CPUs this process may use (affinity, cgroup quota), or N
     worker_type: str = (
-        "auto"  # auto|threads|processes: auto = processes for packed data (no GIL limit)
+        "auto"  # auto|threads|processes: auto = processes for packed data, 4+ workers
     )
     use_multiprocessing: bool = False  # removed (true is refused): threads scale, forks hang JAX
     skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping

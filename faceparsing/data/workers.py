@@ -40,9 +40,15 @@ import numpy as np
 import faceparsing
 from faceparsing.errors import UserError
 
-# How batches are built: "auto" picks processes for a packed folder with two or
-# more workers (measured faster: benchmarks/RESULTS.md), threads otherwise.
+# How batches are built: "auto" picks processes for a packed folder with at least
+# PROCESS_MIN_WORKERS workers, threads otherwise.
 WORKER_TYPES = ("auto", "threads", "processes")
+# On 2 idle cores (benchmarks/RESULTS.md) packed batches scale on threads as well as on
+# processes (1.90x and 2.01x from 1 to 2 workers) and threads cost less CPU a sample
+# (336 against 260 samples/s with 2 workers): a process writes each batch to shared memory.
+# Threads stop scaling where the GIL-held part of a sample (about a sixth) dominates, from a
+# few cores on, where processes keep scaling.
+PROCESS_MIN_WORKERS = 4
 
 
 def choose_worker_type(worker_type, workers, dataset):
@@ -51,7 +57,8 @@ def choose_worker_type(worker_type, workers, dataset):
     Processes need the dataset's `batch_maker()` (a `CelebAMaskHQ`; the
     multi-host wrapper uses threads). "auto" leaves a release folder on threads,
     where the label cache's file checks and the 1024x1024 decodes keep the
-    measured behaviour of the demo, and uses processes for packed data.
+    measured behaviour of the demo, and uses processes for packed data with
+    `PROCESS_MIN_WORKERS` or more workers.
     """
     if worker_type not in WORKER_TYPES:
         raise ValueError(f"worker_type must be one of {WORKER_TYPES}, got {worker_type!r}")
@@ -63,7 +70,8 @@ def choose_worker_type(worker_type, workers, dataset):
         )
     if worker_type == "auto":
         packed = getattr(dataset, "is_packed", False)
-        return "processes" if packed and has_maker and workers >= 2 else "threads"
+        use_processes = packed and has_maker and workers >= PROCESS_MIN_WORKERS
+        return "processes" if use_processes else "threads"
     return worker_type
 
 

@@ -184,8 +184,11 @@ def test_train_runs_on_a_pack_with_worker_processes(pack_root, tmp_path, capsys)
     import train
 
     run_dir = tmp_path / "run"
-    assert train.main(tiny_train_args(pack_root, run_dir, "--workers=2")) == 0
-    assert "Building batches with 2 processes (worker_type auto)" in capsys.readouterr().out
+    assert (
+        train.main(tiny_train_args(pack_root, run_dir, "--workers=2", "--worker_type=processes"))
+        == 0
+    )
+    assert "Building batches with 2 processes (worker_type processes)" in capsys.readouterr().out
     assert (run_dir / "best.keras").exists()
     assert not (pack_root / ".label_cache").exists()  # a pack holds merged labels
 
