@@ -54,10 +54,16 @@ def test_the_readme_links_every_topic_page_and_each_links_back():
 
 def test_the_readme_test_block_sets_up_and_runs_the_tests_as_ci_does():
     # A clean install (README's "Install") has no pytest: the block must install the dev
-    # requirements before running pytest, and CI must run the same two commands.
+    # requirements before running pytest, and CI must run the same commands: the default
+    # run and the slow tests.
     block = fenced_block(README.read_text(), "## Run the tests")
-    assert block == ["python -m pip install -r requirements-dev.txt", "python -m pytest"]
+    assert block == [
+        "python -m pip install -r requirements-dev.txt",
+        "python -m pytest",
+        "python -m pytest -m slow",
+    ]
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^python3? -m pip install .*-r requirements-dev\.txt$", ci, re.MULTILINE)
     assert re.search(r"^python3? -m pytest$", ci, re.MULTILINE)
+    assert re.search(r"^python3? -m pytest -m slow$", ci, re.MULTILINE)
     assert "-e .[dev]" in (REPO / "requirements-dev.txt").read_text()

@@ -6,6 +6,7 @@ from experiments import imbalance
 from faceparsing.classes import CLASS_NAMES
 
 
+@pytest.mark.slow
 def test_quick_study_writes_report_chart_and_results(tmp_path):
     out = tmp_path / "docs"
     argv = ["--quick", "--seeds", "0", f"--out={out}", f"--data_root={tmp_path / 'data'}",

@@ -32,9 +32,9 @@ def test_one_epoch_writes_a_complete_run_folder(trained_run):
     assert summary["best_epoch"] == 1
 
 
-def test_rerun_resumes_without_duplicating_rows(demo_root, tmp_path, capsys):
+def test_rerun_resumes_without_duplicating_rows(demo_root, trained_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert train.main(tiny_train_args(demo_root, run_dir)) == 0  # graph mode
+    shutil.copytree(trained_run, run_dir)  # one epoch trained in graph mode
     # Eager steps from here on: they save tracing time and may change on a resume.
     assert train.main(tiny_train_args(demo_root, run_dir, "--epochs=2", "--run_eagerly=true")) == 0
     assert "Resuming" in capsys.readouterr().out

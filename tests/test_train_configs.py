@@ -1,6 +1,10 @@
 """Every shipped config in configs/ trains one short epoch on CPU under each backend it
 supports, with small-size overrides only: its optimiser, schedule, precision policy,
-steps_per_execution and architecture are the ones a user runs."""
+steps_per_execution and architecture are the ones a user runs.
+
+Under this suite's backend, configs on a mobile backbone run in the default test run and
+those on a ResNet or Xception in the slow one (`-m slow`); under the other backend all of them
+run in the slow one."""
 
 import csv
 import os
@@ -15,6 +19,8 @@ from conftest import REPO
 import train
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# Backbones whose configs only the slow run trains.
+HEAVY_BACKBONES = ("resnet50", "resnet101", "xception")
 # The backends a distribute mode runs on (none: both).
 BACKENDS = {"none": ("tensorflow", "jax"), "mirrored": ("tensorflow",),
             "data_parallel": ("jax",), "multiworker": ()}  # fmt: skip
@@ -26,6 +32,18 @@ def _key(config_path, key, default):
 
 def _backends(config_path):
     return BACKENDS[_key(config_path, "distribute", "none")]
+
+
+def _heavy(config_path):
+    return _key(config_path, "backbone", "resnet50") in HEAVY_BACKBONES
+
+
+def _by_weight(paths):
+    """pytest params of `paths`, the heavy ones marked slow."""
+    return [
+        pytest.param(path, id=path.stem, marks=[pytest.mark.slow] if _heavy(path) else [])
+        for path in paths
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +79,7 @@ def _trained_one_epoch(run_dir):
     return [row["epoch"] for row in rows] == ["1"] and float(rows[0]["loss"]) > 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("config_path", CONFIGS, ids=[path.stem for path in CONFIGS])
+@pytest.mark.parametrize("config_path", _by_weight(CONFIGS))
 def test_config_trains_under_this_backend(config_path, data_roots, tmp_path):
     backend = keras.backend.backend()
     if backend not in _backends(config_path):
@@ -72,10 +89,13 @@ def test_config_trains_under_this_backend(config_path, data_roots, tmp_path):
 
 
 @pytest.mark.slow
-def test_every_config_trains_under_the_other_backend(data_roots, tmp_path):
-    """The backend this suite does not run, all configs in one process (one start-up)."""
+@pytest.mark.parametrize("heavy", [False, True], ids=["mobile", "heavy"])
+def test_every_config_trains_under_the_other_backend(heavy, data_roots, tmp_path):
+    """The backend this suite does not run, the mobile (or heavy) configs in one process
+    (eager JAX steps: minutes even for the mobile configs on a 2-core CPU)."""
     other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
-    runs = [path for path in CONFIGS if other in _backends(path)]
+    runs = [path for path in CONFIGS if other in _backends(path) and _heavy(path) == heavy]
+    assert runs, f"no {'heavy' if heavy else 'mobile'} config runs under {other}"
     code = (
         "import sys, train\n"
         "for arguments in [line.split('\\t') for line in sys.stdin.read().splitlines()]:\n"
