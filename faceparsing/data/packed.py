@@ -323,9 +323,10 @@ def array_record():
 
 
 def _decode_rgb(jpeg, fast=False):
-    if fast and _simplejpeg() is not None:
+    simplejpeg = _simplejpeg() if fast else None
+    if simplejpeg is not None:
         try:
-            return _simplejpeg().decode_jpeg(jpeg, "RGB", fastdct=True, fastupsample=True)
+            return simplejpeg.decode_jpeg(jpeg, "RGB", fastdct=True, fastupsample=True)
         except ValueError:
             return None
     if _DECODE_RGB is not None:
