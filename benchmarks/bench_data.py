@@ -13,6 +13,10 @@ Rows, all at one image size with augmentation on and the label cache warm:
   N worker threads or worker processes (steady state: the workers are started and the first
   batch served before the clock starts; their start cost and memory are printed apart; the
   CPU seconds of a processes row add the workers' to this process's).
+- through `fit`'s own data adapter (what `fit` receives): `model.predict` of a near-free Keras
+  model (a global average of the image) reading an `EpochWindow` over the `TrainingStream`,
+  with 1, 2 and N worker threads, from the release (label cache warm) and from the pack; and
+  the same model reading the same batches from memory (the adapter's own ceiling).
 Every row runs in this one process, interleaved over the repeats, and the best repeat is kept,
 because the machine's cores may be shared and noisy.
 
@@ -38,7 +42,7 @@ from faceparsing import images
 from faceparsing.classes import PART_NAMES
 from faceparsing.data import augment, layout, packed, packing, samples
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.stream import TrainingStream
+from faceparsing.data.stream import EpochWindow, TrainingStream
 from faceparsing.data.synthetic import make_demo_dataset
 
 # Per core means one thread a call for every row, the baseline's OpenCV calls included
@@ -134,6 +138,57 @@ def _worker_cpu(stream):
     # The worker processes' CPU seconds (a benchmark may look inside the stream).
     pool = stream._executor
     return pool.cpu_seconds() if stream.worker_type == "processes" else 0.0
+
+
+def near_free_model(size):
+    """A Keras model whose step costs next to nothing: what is left is the feed."""
+    import keras
+
+    inputs = keras.Input((size, size, 3), dtype="uint8")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.ops.cast(inputs, "float32"))
+    return keras.Model(inputs, pooled)
+
+
+def run_adapter(model, dataset, num_batches, workers):
+    """`model.predict` over `num_batches` stream batches, through Keras' adapter."""
+    stream = TrainingStream(dataset, steps_per_epoch=num_batches, workers=workers)
+    with stream:
+        start = time.perf_counter(), time.process_time()
+        model.predict(EpochWindow(stream), verbose=0)
+        return time.perf_counter() - start[0], time.process_time() - start[1]
+
+
+def run_memory_adapter(model, batches):
+    """`model.predict` over batches held in memory, through the same adapter."""
+    import keras
+
+    class InMemory(keras.utils.PyDataset):
+        def __len__(self):
+            return len(batches)
+
+        def __getitem__(self, index):
+            return batches[index]
+
+    start = time.perf_counter(), time.process_time()
+    model.predict(InMemory(), verbose=0)
+    return time.perf_counter() - start[0], time.process_time() - start[1]
+
+
+def adapter_rows(root, pack_root, size, batch_size, cache_dir, workers_list, passes):
+    """What `fit`'s adapter receives (see the module docstring)."""
+    model = near_free_model(size)
+    release = make_dataset(root, size, batch_size, cache_dir)
+    pack = make_dataset(pack_root, size, batch_size, None)
+    num_batches = passes * len(release)
+    loaded = num_batches * batch_size
+    in_memory = [release.batch(index % len(release), 0) for index in range(num_batches)]
+    model.predict(in_memory[0][0], verbose=0)  # traced before any row is timed
+    table = [("adapter: in-memory batches", 1, timed(run_memory_adapter, model, in_memory), loaded)]
+    for name, dataset in (("release", release), ("pack", pack)):
+        for workers in workers_list:
+            run = functools.partial(run_adapter, model, dataset, num_batches, workers)
+            table.append((f"adapter: TrainingStream, {name}", workers, run, loaded))
+    return table
 
 
 def timed(function, *args):
@@ -372,6 +427,9 @@ def main(argv=None):
             pack_seconds = pack_once(root, pack_root, size, available_cores())
             table = rows(root, ids, size, args.batch_size, cache_dir, args.workers, args.passes)
             table += packed_rows(pack_root, size, args.batch_size, args.workers, args.passes)
+            table += adapter_rows(
+                root, pack_root, size, args.batch_size, cache_dir, args.workers, args.passes
+            )
             print_table(size, measure(table, args.repeats), args.repeats)
             start_cost = worker_start_cost(make_dataset(pack_root, size, args.batch_size, None))
             print_packed(pack_seconds, reencoding_error(root, pack_root, size), start_cost)

@@ -50,6 +50,7 @@ class TrainConfig:
     cache_dir: str = (
         ""  # merged-label cache ("" = <data_root>/.label_cache, "none" = off): ~5x faster loading
     )
+    pack_cache: str = ""  # decode once at image_size: "" = off, auto = <data_root>/.pack_<image_size>, or a folder
     workers: str = "auto"  # batch-building threads: auto = the CPUs this process may use (affinity, cgroup quota), or N
     worker_type: str = (
         "auto"  # auto|threads|processes: auto = processes for packed data, 4+ workers

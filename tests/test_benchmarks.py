@@ -7,7 +7,8 @@ import pytest
 from conftest import REPO
 
 SMOKE_RUNS = {
-    "bench_data.py": "| packed: TrainingStream, processes | 2 |",
+    "bench_data.py": "| adapter: TrainingStream, pack | 2 |",
+    "bench_demo.py": "pipeline / in memory = ",
     "bench_model.py": "| ours (fast_atrous=True) |",
     "gpu_check.py": "| train.py pipeline, packed,",
 }

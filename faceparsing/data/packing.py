@@ -7,8 +7,10 @@ shard file exists only once complete, and the manifest is written last.
 """
 
 import datetime
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from faceparsing.data.layout import PackedLayout, open_layout
@@ -73,7 +75,7 @@ def pack_plan(layout, image_size, splits, quality, samples_per_shard):
 def pack(
     root, out, image_size=512, splits=PACKED_SPLITS, workers=None,
     quality=JPEG_QUALITY, samples_per_shard=SAMPLES_PER_SHARD, progress=True,
-    dataset="auto", classes="",
+    dataset="auto", classes="", stamp=None,
 ):  # fmt: skip
     """Pack the dataset at `root` into the folder `out` (resumable; manifest written last).
 
@@ -92,6 +94,8 @@ def pack(
         progress: bool. Show a tqdm bar.
         dataset: str. Layout of `root` ("auto" detects it; see `layout.DATASETS`).
         classes: str. The source's class set when not its layout's own.
+        stamp: str or None. Kept in the plan and manifest (`pack_cache` stores the
+            source's `source_stamp` there, to notice a changed source).
 
     Returns:
         The manifest (dict).
@@ -100,6 +104,8 @@ def pack(
     out = Path(out)
     layout = open_layout(root, dataset, classes)
     plan = pack_plan(layout, image_size, splits, quality, samples_per_shard)
+    if stamp is not None:
+        plan["source_stamp"] = stamp
     _start_or_resume(out, plan)
     todo = [
         shard for shards in plan["splits"].values() for shard in shards
@@ -110,6 +116,52 @@ def pack(
     manifest = _manifest(out, plan)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
+
+
+def pack_cache(root, folder, image_size, dataset="auto", classes="", progress=True):
+    """The dataset at `root` decoded once at the training size: a pack in `folder`.
+
+    Written on first use (every split, `image_size`, `JPEG_QUALITY`); reused while
+    the source's files are unchanged (`source_stamp`), rewritten when they change.
+    Returns `folder` (a packed root).
+    """
+    folder = Path(folder)
+    stamp = source_stamp(root, skip=folder)
+    plan_path = folder / PLAN
+    if plan_path.is_file():
+        try:
+            previous = json.loads(plan_path.read_text())
+        except ValueError:
+            previous = {}
+        if previous.get("source_stamp") == stamp and previous.get("image_size") == image_size:
+            if (folder / MANIFEST).is_file():
+                return folder
+        else:
+            shutil.rmtree(folder)  # a pack of older files or another size: written anew
+    elif folder.exists() and any(folder.iterdir()):
+        raise ConfigError(
+            f"pack_cache {folder} is not empty and holds no pack; give another folder"
+        )
+    print(f"Packing {root} at {image_size}x{image_size} into {folder} (once) ...", flush=True)
+    pack(root, folder, image_size, dataset=dataset, classes=classes, progress=progress, stamp=stamp)
+    return folder
+
+
+def source_stamp(root, skip=None):
+    """A digest of the names, sizes and modification times of the files under `root`
+    (dot-folders such as the label cache, and `skip`, left out)."""
+    digest = hashlib.sha256()
+    skip = Path(skip).resolve() if skip is not None else None
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(
+            name for name in subfolders
+            if not name.startswith(".") and Path(folder, name).resolve() != skip
+        )  # fmt: skip
+        for name in sorted(files):
+            info = os.stat(os.path.join(folder, name))
+            relative = os.path.relpath(os.path.join(folder, name), root)
+            digest.update(f"{relative}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _check_pack_arguments(image_size, splits, quality, samples_per_shard):

@@ -22,7 +22,8 @@ from faceparsing.config import use_fast_atrous, worker_count
 from faceparsing.data import packed
 from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import MAPPING_FILE, detect_dataset, open_layout
+from faceparsing.data.layout import MAPPING_FILE, PackedLayout, detect_dataset, open_layout
+from faceparsing.data.packing import pack_cache
 from faceparsing.data.stream import EpochWindow, FollowEpochs, TrainingStream
 from faceparsing.data.workers import choose_worker_type
 from faceparsing.errors import ConfigError, DatasetError, UnwritablePathError
@@ -161,6 +162,24 @@ def label_cache_dir(config):
     return str(folder)
 
 
+def training_pack(config):
+    """`config.pack_cache`'s folder, holding the data packed at `image_size` (written
+    when absent or older than the data: see `packing.pack_cache`); None without array-record
+    or, for `auto`, when the data folder is read-only (as the label cache does)."""
+    try:
+        packed.array_record()
+    except ConfigError:  # no wheel for this platform (Windows): the release is read as it is
+        print(f"Note: pack_cache needs the array-record package; training from {config.data_root}.")
+        return None
+    folder = config.pack_cache
+    if folder == "auto":
+        folder = Path(config.data_root) / f".pack_{config.image_size}"
+        if not folder.is_dir() and not os.access(config.data_root, os.W_OK):
+            print(f"Note: {config.data_root} is not writable; pack_cache: auto is off.")
+            return None
+    return pack_cache(config.data_root, folder, config.image_size, config.dataset, config.classes)
+
+
 def build_datasets(config):
     """The training and validation CelebAMaskHQ datasets of `config`."""
     if config.use_multiprocessing:
@@ -173,11 +192,15 @@ def build_datasets(config):
         batch_size=config.batch_size,
         image_size=config.image_size,
         target=config.target,
-        cache_dir=label_cache_dir(config),
         skip_bad_samples=config.skip_bad_samples,
         workers=worker_count(config.workers),  # validation: Keras' enqueuer, threads
     )
     layout = data_layout(config)
+    if config.pack_cache and layout.kind != PackedLayout.kind:
+        folder = training_pack(config)
+        layout = open_layout(folder) if folder else layout
+    # A packed folder holds merged labels: no label cache.
+    common["cache_dir"] = None if layout.kind == PackedLayout.kind else label_cache_dir(config)
     common["class_map"] = config.class_map or None
     class_weights = None if config.class_weights == "none" else config.class_weights
     train_ids = select_ids(config, config.train_split, config.max_train_images, layout)
@@ -205,6 +228,11 @@ def process_datasets(config, cluster):
     weight 0, so it splits over the devices and neither the loss nor the mIoU
     counts the padding.
     """
+    if config.pack_cache and cluster.num_processes > 1:
+        raise ConfigError(
+            "pack_cache writes its pack from one process; with several processes pack once "
+            "(python data_generator.py pack --image_size N) and give the packed folder as data_root"
+        )
     local_config = dataclasses.replace(
         config, batch_size=multihost.per_process_batch(config, cluster)
     )

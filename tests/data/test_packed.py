@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,3 +288,106 @@ def test_augmented_packed_batches_use_the_fast_decode_and_evaluation_the_exact_o
     _dataset(pack_root, augment=True)[0]
     _dataset(pack_root, augment=False)[0]
     assert calls == [True] * 4 + [False] * 4
+
+
+def _copy_release(release, tmp_path):
+    root = tmp_path / "release"
+    shutil.copytree(release, root)
+    return root
+
+
+def test_pack_cache_decodes_once_at_the_training_size_and_reuses_it(release, tmp_path):
+    from faceparsing import config as config_module
+    from faceparsing.training import trainer
+
+    root = _copy_release(release, tmp_path)
+    config = config_module.resolve(None, [f"--data_root={root}", "--pack_cache=auto",
+                                          "--image_size=32", "--batch_size=2"])  # fmt: skip
+    train_data, val_data = trainer.build_datasets(config)
+    folder = root / ".pack_32"
+    assert train_data.layout.kind == val_data.layout.kind == "packed"
+    assert Path(train_data.layout.root) == Path(val_data.layout.root) == folder
+    assert packed.read_manifest(folder)["image_size"] == 32
+    assert not (root / ".label_cache").exists()  # the pack holds the merged labels
+    # The same ids, and labels that are the release's resized with nearest neighbour.
+    release_data = CelebAMaskHQ(root, "train", batch_size=2, image_size=32, augment=False,
+                                shuffle=False, drop_remainder=True)  # fmt: skip
+    assert train_data.ids == release_data.ids
+    unshuffled = CelebAMaskHQ(folder, "train", batch_size=2, image_size=32, augment=False,
+                              shuffle=False, drop_remainder=True)  # fmt: skip
+    assert np.array_equal(unshuffled[0][1], release_data[0][1])
+    written = (folder / packed.MANIFEST).stat().st_mtime_ns
+    trainer.build_datasets(config)  # unchanged source: the pack is reused
+    assert (folder / packed.MANIFEST).stat().st_mtime_ns == written
+
+
+def test_pack_cache_is_rewritten_when_the_source_changes(release, tmp_path):
+    root = _copy_release(release, tmp_path)
+    folder = tmp_path / "cache"
+    packing.pack_cache(root, folder, 32, progress=False)
+    first = packed.read_manifest(folder)["source_stamp"]
+    image = image_path(root, split_ids(root, "all")[0])
+    image.write_bytes(image.read_bytes())  # same bytes, a new modification time
+    import os
+
+    os.utime(image, ns=(1, 1))
+    packing.pack_cache(root, folder, 32, progress=False)
+    assert packed.read_manifest(folder)["source_stamp"] != first
+    packing.pack_cache(root, folder, 64, progress=False)  # another size: written anew
+    assert packed.read_manifest(folder)["image_size"] == 64
+
+
+def test_pack_cache_refuses_a_folder_holding_something_else(release, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and holds no pack"):
+        packing.pack_cache(release, tmp_path / "mine", 32, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_pack_cache_is_refused_with_several_processes(release):
+    from faceparsing import config as config_module
+    from faceparsing.training import multihost, trainer
+
+    config = config_module.resolve(None, [f"--data_root={release}", "--pack_cache=auto"])
+    cluster = multihost.Cluster(num_processes=2, process_id=0)
+    with pytest.raises(ConfigError, match="pack_cache writes its pack from one process"):
+        trainer.process_datasets(config, cluster)
+
+
+def test_pack_cache_without_array_record_trains_from_the_release(release, monkeypatch, capsys):
+    from faceparsing import config as config_module
+    from faceparsing.training import trainer
+
+    def missing():
+        raise ConfigError("packed folders need the array-record package")
+
+    monkeypatch.setattr(packed, "array_record", missing)
+    config = config_module.resolve(None, [f"--data_root={release}", "--pack_cache=auto",
+                                          "--image_size=32", "--cache_dir=none"])  # fmt: skip
+    train_data, _ = trainer.build_datasets(config)
+    assert train_data.layout.kind == "celebamask_hq"
+    assert "pack_cache needs the array-record package" in capsys.readouterr().out
+    assert not (release / ".pack_32").exists()
+
+
+def test_pack_cache_auto_leaves_a_read_only_folder_alone(release, monkeypatch, capsys):
+    from faceparsing import config as config_module
+    from faceparsing.training import trainer
+
+    release.chmod(0o555)
+    real_access = trainer.os.access
+    monkeypatch.setattr(  # root may write anywhere: ask as a user would
+        trainer.os,
+        "access",
+        lambda path, mode: False if Path(path) == release else real_access(path, mode),
+    )
+    try:
+        config = config_module.resolve(None, [f"--data_root={release}", "--pack_cache=auto",
+                                              "--image_size=32", "--cache_dir=none"])  # fmt: skip
+        train_data, _ = trainer.build_datasets(config)
+    finally:
+        release.chmod(0o755)
+    assert train_data.layout.kind == "celebamask_hq"
+    assert f"{release} is not writable; pack_cache: auto is off" in capsys.readouterr().out
+    assert not (release / ".pack_32").exists()
