@@ -45,8 +45,8 @@ def smoke_overrides(folder):
 def main(argv=None):
     args = parse_args(argv)
     from faceparsing import config as config_module
-    from faceparsing.config import worker_count
     from faceparsing.data.stream import EpochWindow, TrainingStream
+    from faceparsing.data.workers import worker_count
     from faceparsing.training import trainer
 
     with tempfile.TemporaryDirectory() as temp:

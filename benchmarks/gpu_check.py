@@ -262,9 +262,9 @@ def train_pipeline(args, root, run_dir):
 def end_to_end(args, step_rate):
     import tempfile
 
-    from faceparsing.config import worker_count
     from faceparsing.data import packed, packing
     from faceparsing.data.synthetic import make_demo_dataset
+    from faceparsing.data.workers import worker_count
 
     rows = [("jitted train step (above)", step_rate)]
     for metric, steps_per_execution in ((True, 1), (False, 1), (True, 4)):

@@ -6,8 +6,6 @@ reported in one line that lists the valid keys.
 """
 
 import dataclasses
-import math
-import os
 import typing
 from pathlib import Path
 
@@ -249,50 +247,6 @@ def save(config, path):
 def load_run_config(path):
     """Read a run folder's config.yaml back into a TrainConfig (unknown keys are errors)."""
     return apply_overrides(TrainConfig(), load_yaml(path), str(path))
-
-
-def worker_count(workers, cgroup_root="/sys/fs/cgroup"):
-    """Threads for `workers`: "auto" is the number of CPUs this process may use."""
-    if workers == "auto":
-        return usable_cpus(cgroup_root)
-    return int(workers)
-
-
-def usable_cpus(cgroup_root="/sys/fs/cgroup"):
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota.
-
-    A container limited to 4 CPUs on a 128-core host sees all 128 cores in its
-    affinity mask; only the quota (`docker --cpus`, Kubernetes limits) says 4.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    quota = cgroup_cpu_quota(Path(cgroup_root))
-    if quota is not None:
-        cores = min(cores, math.ceil(quota))
-    return max(1, cores)
-
-
-def cgroup_cpu_quota(root):
-    """CPUs per period that the cgroup at `root` allows (a float), or None without a limit.
-
-    Reads cgroup v2's `cpu.max` ("400000 100000" or "max 100000"), else cgroup
-    v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us` (quota -1 = no limit).
-    """
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    for folder in (root / "cpu", root / "cpu,cpuacct", root):
-        try:
-            quota = int((folder / "cpu.cfs_quota_us").read_text())
-            period = int((folder / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-        return None if quota <= 0 or period <= 0 else quota / period
-    return None
 
 
 def use_fast_atrous(fast_atrous, backend, devices):

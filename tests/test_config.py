@@ -90,7 +90,8 @@ def test_cli_value_without_key_is_rejected():
 
 
 def test_workers_is_auto_or_a_positive_count():
-    from faceparsing.config import resolve, worker_count
+    from faceparsing.config import resolve
+    from faceparsing.data.workers import worker_count
 
     assert resolve(None, []).workers == "auto"
     assert worker_count("auto") >= 1 and worker_count(resolve(None, ["--workers=3"]).workers) == 3
@@ -116,30 +117,6 @@ def test_multiprocessing_workers_are_refused_with_the_way_out(demo_root, tmp_pat
 
     arguments = tiny_train_args(demo_root, tmp_path / "run", "--use_multiprocessing=true")
     assert train.main(arguments) == 2
-
-
-@pytest.mark.parametrize(
-    "files, expected",
-    [
-        ({"cpu.max": "300000 100000\n"}, 3),  # cgroup v2, 3 CPUs
-        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: 2 threads keep them busy
-        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2),  # v1
-        ({"cpu.max": "max 100000\n"}, None),  # no limit: the affinity mask
-        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-        ({}, None),  # no cgroup files (not Linux, or not mounted)
-    ],
-)
-def test_workers_auto_respects_the_cgroup_cpu_quota(files, expected, tmp_path, monkeypatch):
-    import os
-
-    from faceparsing.config import worker_count
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)), raising=False)
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert worker_count("auto", cgroup_root=tmp_path) == (expected or 128)
-    assert worker_count("5", cgroup_root=tmp_path) == 5  # an explicit count is kept
 
 
 def test_exponent_without_a_dot_is_a_float(tmp_path):

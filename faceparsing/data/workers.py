@@ -20,10 +20,15 @@ with ProcessPool(task, num_workers=2) as pool:
     futures = [pool.submit(request) for request in requests]
     results = [future.result() for future in futures]
 ```
+
+How many workers a config's `workers` means (`worker_count`: "auto" counts the CPUs this
+process may use, a cgroup quota included) and of which kind (`choose_worker_type`) are
+decided here too.
 """
 
 import concurrent.futures
 import itertools
+import math
 import mmap
 import os
 import pickle
@@ -49,6 +54,50 @@ WORKER_TYPES = ("auto", "threads", "processes")
 # Threads stop scaling where the GIL-held part of a sample (about a sixth) dominates, from a
 # few cores on, where processes keep scaling.
 PROCESS_MIN_WORKERS = 4
+
+
+def worker_count(workers, cgroup_root="/sys/fs/cgroup"):
+    """How many workers `workers` asks for: "auto" is the number of CPUs this process may use."""
+    if workers == "auto":
+        return usable_cpus(cgroup_root)
+    return int(workers)
+
+
+def usable_cpus(cgroup_root="/sys/fs/cgroup"):
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota.
+
+    A container limited to 4 CPUs on a 128-core host sees all 128 cores in its
+    affinity mask; only the quota (`docker --cpus`, Kubernetes limits) says 4.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(Path(cgroup_root))
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def cgroup_cpu_quota(root):
+    """CPUs per period that the cgroup at `root` allows (a float), or None without a limit.
+
+    Reads cgroup v2's `cpu.max` ("400000 100000" or "max 100000"), else cgroup
+    v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us` (quota -1 = no limit).
+    """
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in (root / "cpu", root / "cpu,cpuacct", root):
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota <= 0 or period <= 0 else quota / period
+    return None
 
 
 def choose_worker_type(worker_type, workers, dataset):

@@ -18,14 +18,14 @@ import keras
 
 from faceparsing.checkpoints import load_checkpoint
 from faceparsing.classes import class_set_of, remap
-from faceparsing.config import use_fast_atrous, worker_count
+from faceparsing.config import use_fast_atrous
 from faceparsing.data import packed
 from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import MAPPING_FILE, PackedLayout, detect_dataset, open_layout
 from faceparsing.data.packing import pack_cache
 from faceparsing.data.stream import EpochWindow, FollowEpochs, TrainingStream
-from faceparsing.data.workers import choose_worker_type
+from faceparsing.data.workers import choose_worker_type, worker_count
 from faceparsing.errors import ConfigError, DatasetError, UnwritablePathError
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus

@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from faceparsing.data import packing
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.stream import TrainingStream
-from faceparsing.data.workers import ProcessPool, WorkerError, choose_worker_type
+from faceparsing.data.workers import ProcessPool, WorkerError, choose_worker_type, worker_count
 from faceparsing.errors import DatasetError, UserError
 
 HEAVY = "sorted(m for m in __import__('sys').modules if m.split('.')[0] in ('tensorflow', 'jax', 'keras'))"  # noqa: E501
@@ -88,3 +89,23 @@ def test_auto_uses_processes_for_packed_data_from_four_workers(pack_root):
     assert choose_worker_type("processes", 4, release) == "processes"
     with pytest.raises(UserError, match="threads"):
         choose_worker_type("processes", 2, object())
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"cpu.max": "300000 100000\n"}, 3),  # cgroup v2, 3 CPUs
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: 2 threads keep them busy
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2),  # v1
+        ({"cpu.max": "max 100000\n"}, None),  # no limit: the affinity mask
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup files (not Linux, or not mounted)
+    ],
+)
+def test_workers_auto_respects_the_cgroup_cpu_quota(files, expected, tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)), raising=False)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert worker_count("auto", cgroup_root=tmp_path) == (expected or 128)
+    assert worker_count("5", cgroup_root=tmp_path) == 5  # an explicit count is kept
