@@ -45,6 +45,7 @@ def smoke_overrides(folder):
 def main(argv=None):
     args = parse_args(argv)
     from faceparsing import config as config_module
+    from faceparsing.data.setup import build_datasets, ensure_dataset
     from faceparsing.data.stream import EpochWindow, TrainingStream
     from faceparsing.data.workers import worker_count
     from faceparsing.training import trainer
@@ -53,8 +54,8 @@ def main(argv=None):
         overrides = smoke_overrides(temp) if args.smoke else []
         steps, repeats = (3, 1) if args.smoke else (args.steps, args.repeats)
         config = config_module.resolve(args.config, overrides)
-        trainer.ensure_dataset(config)
-        train_data, _ = trainer.build_datasets(config)
+        ensure_dataset(config)
+        train_data, _ = build_datasets(config)
         model = trainer.build_model(config)
         trainer.compile_model(model, config, steps)
         workers = worker_count(config.workers)

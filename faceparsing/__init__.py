@@ -4,7 +4,8 @@ Layers go one way (each imports only from the ones above it):
 
 - `classes`, `errors`, `files`, `images`, `cli`: foundations, no Keras.
 - `data`: the release layout, labels, augmentation, class weights, checks and
-  synthetic faces (no Keras), and the Keras dataset (`data.dataset`).
+  synthetic faces (no Keras), the Keras dataset (`data.dataset`) and a run's
+  data set-up, from its config to its datasets (`data.setup`).
 - `model`: atrous layers, backbones, DeepLabV3+ and its cost.
 - `metrics`, `training.losses`, `training.schedules`; then `config` (the
   training settings, whose choices come from those modules), `serialization`

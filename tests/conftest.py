@@ -24,6 +24,27 @@ def demo_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A 10-image synthetic set in the release layout, one per test module (its tests may
+    write into it)."""
+    from faceparsing.data.synthetic import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("release") / "release"
+    make_demo_dataset(root, 10, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lapa_root(tmp_path_factory):
+    """16 synthetic faces in LaPa's released layout: 14 train, 1 val, 1 test."""
+    from faceparsing.data.synthetic import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("lapa") / "LaPa"
+    make_demo_dataset(root, 16, seed=0, layout="lapa")
+    return root
+
+
 def tiny_train_args(data_root, run_dir, *extra):
     return [f"--data_root={data_root}", f"--run_dir={run_dir}", "--epochs=1", "--max_train_images=8",
             "--max_val_images=4", *TINY_MODEL, *extra]  # fmt: skip

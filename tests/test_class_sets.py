@@ -16,20 +16,11 @@ import visualize
 from faceparsing import config as config_lib
 from faceparsing.checkpoints import load_checkpoint
 from faceparsing.classes import CELEBAMASK_HQ, CLASS_NAMES, LAPA, class_set_of
-from faceparsing.data.synthetic import make_demo_dataset
 from faceparsing.inference import overlay
 from faceparsing.training import trainer
 
 FIXTURES = REPO / "tests" / "fixtures"
 MAIN_19_CLASS = FIXTURES / "main_7a2b71b_19class.keras"  # main before class sets
-
-
-@pytest.fixture(scope="session")
-def lapa_root(tmp_path_factory):
-    """16 synthetic faces in LaPa's released layout: 14 train, 1 val, 1 test."""
-    root = tmp_path_factory.mktemp("lapa") / "LaPa"
-    make_demo_dataset(root, 16, seed=0, layout="lapa")
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -149,14 +140,6 @@ def test_19_class_checkpoint_of_main_loads_and_evaluates_unchanged(demo_root, tm
                  "--max_images=2", "--image_size=32", f"--out={tmp_path}"]  # fmt: skip
     assert evaluate.main(arguments) == 0
     assert tuple(json.loads((tmp_path / "report.json").read_text())["per_class"]) == CLASS_NAMES
-
-
-def test_demo_recipe_writes_nothing_into_a_lapa_folder(lapa_root):
-    before = sorted(path.relative_to(lapa_root) for path in lapa_root.rglob("*"))
-    config = config_lib.resolve(REPO / "configs" / "demo.yaml", [f"--data_root={lapa_root}"])
-    assert config.demo_images == 1000
-    trainer.ensure_dataset(config)  # before issue 23: 1,000 synthetic faces written here
-    assert sorted(path.relative_to(lapa_root) for path in lapa_root.rglob("*")) == before
 
 
 def test_demo_recipe_refuses_a_folder_of_other_files(tmp_path, capsys):

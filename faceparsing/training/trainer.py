@@ -3,30 +3,26 @@
 The steps, in order: refuse a distribution mode the backend cannot run, join
 the job's processes (one, unless Keras' launcher variables name several), prepare
 the run folder, load an `--init` checkpoint (a bad file fails before slow work),
-write the synthetic set if asked, build and check this process's datasets, build
-and compile the model under the run's precision policy and distribution (both
-restored afterwards), resume, fit, summarise. Process 0 alone writes the run folder.
+write the synthetic set if asked and build and check this process's datasets (the
+data set-up is `faceparsing.data.setup`), build and compile the model under the
+run's precision policy and distribution (both restored afterwards), resume, fit,
+summarise. Process 0 alone writes the run folder.
 """
 
 import contextlib
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import keras
 
 from faceparsing.checkpoints import load_checkpoint
-from faceparsing.classes import class_set_of, remap
+from faceparsing.classes import class_set_of
 from faceparsing.config import use_fast_atrous
-from faceparsing.data import packed
-from faceparsing.data.checks import validate_split
-from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import MAPPING_FILE, PackedLayout, detect_dataset, open_layout
-from faceparsing.data.packing import pack_cache
+from faceparsing.data import setup
 from faceparsing.data.stream import EpochWindow, FollowEpochs, TrainingStream
 from faceparsing.data.workers import choose_worker_type, worker_count
-from faceparsing.errors import ConfigError, DatasetError, UnwritablePathError
+from faceparsing.errors import ConfigError
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
 from faceparsing.training import multihost, run_folder
@@ -51,10 +47,10 @@ def train(config):
     with cluster.together("preparing the run folder and the data"):
         if cluster.is_writer:
             run_folder.prepare_run_dir(config)
-            ensure_dataset(config)
+            setup.ensure_dataset(config)
     with cluster.together("reading the run folder and the data"):
         if not cluster.is_writer:
-            ensure_dataset(config)
+            setup.ensure_dataset(config)
         state = run_folder.ResumeState(run_dir)
         init_source = load_init_checkpoint(config, state)
         train_data, val_data = process_datasets(config, cluster)
@@ -88,137 +84,6 @@ def resume(model, cluster, state, run_dir):
     print(f"Resuming {run_dir} after epoch {state.epoch}.", flush=True)
 
 
-def ensure_dataset(config):
-    """Write the synthetic set into `data_root` when the config asks for it and no dataset
-    is there; a folder holding anything else is refused (`check_demo_target`)."""
-    root = Path(config.data_root)
-    if config.demo_images > 0 and not dataset_present(root, config.dataset):
-        from faceparsing.data.synthetic import make_demo_dataset
-
-        if config.dataset == "folder":
-            raise ConfigError(
-                "demo_images writes CelebAMask-HQ's or LaPa's layout; dataset=folder is your own "
-                "labelled data: set demo_images: 0 or dataset: lapa"
-            )
-        layout = "lapa" if config.dataset == "lapa" else "celebamask_hq"
-        print(f"Writing a synthetic set of {config.demo_images} faces to {root} ...", flush=True)
-        make_demo_dataset(root, config.demo_images, seed=0, layout=layout)
-    if not root.exists():
-        raise DatasetError(
-            f"data_root {root} does not exist (expected the unzipped CelebAMask-HQ release "
-            "or LaPa's layout)"
-        )
-
-
-def dataset_present(root, dataset):
-    """Whether `root` holds a dataset of the kind `dataset` asks for (CelebAMask-HQ: its
-    mapping file; LaPa's layout: split folders with images; a packed folder: its manifest)."""
-    if packed.is_packed(root):
-        return True
-    kind = detect_dataset(root, dataset)
-    if kind == "celebamask_hq":
-        return (root / MAPPING_FILE).exists()
-    return any((root / split / "images").is_dir() for split in ("train", "val", "test"))
-
-
-def data_layout(config):
-    """The layout of `config.data_root` (detected, or forced by `dataset`) with its classes."""
-    return open_layout(config.data_root, config.dataset, config.classes)
-
-
-def training_class_set(config, layout=None):
-    """The classes the model learns: the data's, merged through `class_map` if given."""
-    class_set = (layout or data_layout(config)).class_set
-    return remap(class_set, config.class_map)[0] if config.class_map else class_set
-
-
-def select_ids(config, split, limit, layout=None):
-    """Ids of a split, capped at `limit` (0 = all), checked quickly before training."""
-    layout = layout or data_layout(config)
-    ids = layout.split_ids(split)
-    if limit:
-        ids = ids[:limit]
-    if not ids:
-        raise DatasetError(f"split '{split}' of {config.data_root} has no images")
-    validate_split(layout, ids)
-    return ids
-
-
-def label_cache_dir(config):
-    """Where merged labels are cached: `cache_dir`, else `<data_root>/.label_cache`
-    when that is writable (a read-only dataset simply runs without a cache)."""
-    if config.cache_dir.lower() == "none" or packed.is_packed(config.data_root):
-        return None  # a packed folder holds merged labels
-    folder = Path(config.cache_dir) if config.cache_dir else Path(config.data_root) / ".label_cache"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        folder = None
-    if folder is None or not os.access(folder, os.W_OK):
-        if config.cache_dir:
-            raise UnwritablePathError(f"cache_dir {config.cache_dir} is not writable")
-        print(f"Note: {config.data_root} is not writable; merged labels will not be cached.")
-        return None
-    return str(folder)
-
-
-def training_pack(config):
-    """`config.pack_cache`'s folder, holding the data packed at `image_size` (written
-    when absent or older than the data: see `packing.pack_cache`); None without array-record
-    or, for `auto`, when the data folder is read-only (as the label cache does)."""
-    try:
-        packed.array_record()
-    except ConfigError:  # no wheel for this platform (Windows): the release is read as it is
-        print(f"Note: pack_cache needs the array-record package; training from {config.data_root}.")
-        return None
-    folder = config.pack_cache
-    if folder == "auto":
-        folder = Path(config.data_root) / f".pack_{config.image_size}"
-        if not folder.is_dir() and not os.access(config.data_root, os.W_OK):
-            print(f"Note: {config.data_root} is not writable; pack_cache: auto is off.")
-            return None
-    return pack_cache(config.data_root, folder, config.image_size, config.dataset, config.classes)
-
-
-def build_datasets(config):
-    """The training and validation CelebAMaskHQ datasets of `config`."""
-    if config.use_multiprocessing:
-        raise ConfigError(
-            "use_multiprocessing: true is no longer supported: worker threads scale (the image "
-            "work releases the GIL) and forked processes can hang JAX/TensorFlow; set "
-            "--use_multiprocessing=false and --workers=auto (or a number)"
-        )
-    common = dict(
-        batch_size=config.batch_size,
-        image_size=config.image_size,
-        target=config.target,
-        skip_bad_samples=config.skip_bad_samples,
-        workers=worker_count(config.workers),  # validation: Keras' enqueuer, threads
-    )
-    layout = data_layout(config)
-    if config.pack_cache and layout.kind != PackedLayout.kind:
-        folder = training_pack(config)
-        layout = open_layout(folder) if folder else layout
-    # A packed folder holds merged labels: no label cache.
-    common["cache_dir"] = None if layout.kind == PackedLayout.kind else label_cache_dir(config)
-    common["class_map"] = config.class_map or None
-    class_weights = None if config.class_weights == "none" else config.class_weights
-    train_ids = select_ids(config, config.train_split, config.max_train_images, layout)
-    # Every training step has the full batch: no retrace for a short last
-    # batch, and any batch splits evenly across devices.
-    train_data = CelebAMaskHQ(
-        layout, split=config.train_split, ids=train_ids, class_weights=class_weights,
-        max_weight=config.max_class_weight or None, augment=config.augment, shuffle=True,
-        seed=config.seed, drop_remainder=True, **common,
-    )  # fmt: skip
-    val_ids = select_ids(config, config.val_split, config.max_val_images, layout)
-    val_data = CelebAMaskHQ(
-        layout, split=config.val_split, ids=val_ids, augment=False, shuffle=False,
-        seed=config.seed, **common,
-    )  # fmt: skip
-    return train_data, val_data
-
-
 def process_datasets(config, cluster):
     """This process's training and validation batches.
 
@@ -236,7 +101,7 @@ def process_datasets(config, cluster):
     local_config = dataclasses.replace(
         config, batch_size=multihost.per_process_batch(config, cluster)
     )
-    train_source, val_source = build_datasets(local_config)
+    train_source, val_source = setup.build_datasets(local_config)
     if config.distribute == "none":
         return train_source, val_source
     return (
@@ -323,7 +188,7 @@ def distribution_scope(config, cluster=multihost.SINGLE_PROCESS):
 
 def build_model(config, class_set=None):
     """The DeepLabV3Plus that `config` describes, predicting `class_set`
-    (default: `training_class_set(config)`)."""
+    (default: `setup.training_class_set(config)`)."""
     weights = None if config.weights.lower() in ("none", "") else config.weights
     devices = [device.split(":")[0].lower() for device in keras.distribution.list_devices()]
     return DeepLabV3Plus(
@@ -338,7 +203,7 @@ def build_model(config, class_set=None):
         freeze_backbone=config.freeze_backbone,
         freeze_batchnorm=config.freeze_batchnorm,
         batchnorm_momentum=config.batchnorm_momentum or None,
-        class_set=class_set or training_class_set(config),
+        class_set=class_set or setup.training_class_set(config),
     )
 
 

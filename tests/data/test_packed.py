@@ -1,6 +1,5 @@
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,15 +12,6 @@ from faceparsing.data.samples import load_label, merge_masks
 from faceparsing.errors import ConfigError, DatasetError
 
 PACK = dict(image_size=512, samples_per_shard=4, workers=1, progress=False)
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    from faceparsing.data.synthetic import make_demo_dataset
-
-    root = tmp_path_factory.mktemp("packed") / "release"
-    make_demo_dataset(root, 10, seed=0)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -296,31 +286,6 @@ def _copy_release(release, tmp_path):
     return root
 
 
-def test_pack_cache_decodes_once_at_the_training_size_and_reuses_it(release, tmp_path):
-    from faceparsing import config as config_module
-    from faceparsing.training import trainer
-
-    root = _copy_release(release, tmp_path)
-    config = config_module.resolve(None, [f"--data_root={root}", "--pack_cache=auto",
-                                          "--image_size=32", "--batch_size=2"])  # fmt: skip
-    train_data, val_data = trainer.build_datasets(config)
-    folder = root / ".pack_32"
-    assert train_data.layout.kind == val_data.layout.kind == "packed"
-    assert Path(train_data.layout.root) == Path(val_data.layout.root) == folder
-    assert packed.read_manifest(folder)["image_size"] == 32
-    assert not (root / ".label_cache").exists()  # the pack holds the merged labels
-    # The same ids, and labels that are the release's resized with nearest neighbour.
-    release_data = CelebAMaskHQ(root, "train", batch_size=2, image_size=32, augment=False,
-                                shuffle=False, drop_remainder=True)  # fmt: skip
-    assert train_data.ids == release_data.ids
-    unshuffled = CelebAMaskHQ(folder, "train", batch_size=2, image_size=32, augment=False,
-                              shuffle=False, drop_remainder=True)  # fmt: skip
-    assert np.array_equal(unshuffled[0][1], release_data[0][1])
-    written = (folder / packed.MANIFEST).stat().st_mtime_ns
-    trainer.build_datasets(config)  # unchanged source: the pack is reused
-    assert (folder / packed.MANIFEST).stat().st_mtime_ns == written
-
-
 def test_pack_cache_is_rewritten_when_the_source_changes(release, tmp_path):
     root = _copy_release(release, tmp_path)
     folder = tmp_path / "cache"
@@ -353,41 +318,3 @@ def test_pack_cache_is_refused_with_several_processes(release):
     cluster = multihost.Cluster(num_processes=2, process_id=0)
     with pytest.raises(ConfigError, match="pack_cache writes its pack from one process"):
         trainer.process_datasets(config, cluster)
-
-
-def test_pack_cache_without_array_record_trains_from_the_release(release, monkeypatch, capsys):
-    from faceparsing import config as config_module
-    from faceparsing.training import trainer
-
-    def missing():
-        raise ConfigError("packed folders need the array-record package")
-
-    monkeypatch.setattr(packed, "array_record", missing)
-    config = config_module.resolve(None, [f"--data_root={release}", "--pack_cache=auto",
-                                          "--image_size=32", "--cache_dir=none"])  # fmt: skip
-    train_data, _ = trainer.build_datasets(config)
-    assert train_data.layout.kind == "celebamask_hq"
-    assert "pack_cache needs the array-record package" in capsys.readouterr().out
-    assert not (release / ".pack_32").exists()
-
-
-def test_pack_cache_auto_leaves_a_read_only_folder_alone(release, monkeypatch, capsys):
-    from faceparsing import config as config_module
-    from faceparsing.training import trainer
-
-    release.chmod(0o555)
-    real_access = trainer.os.access
-    monkeypatch.setattr(  # root may write anywhere: ask as a user would
-        trainer.os,
-        "access",
-        lambda path, mode: False if Path(path) == release else real_access(path, mode),
-    )
-    try:
-        config = config_module.resolve(None, [f"--data_root={release}", "--pack_cache=auto",
-                                              "--image_size=32", "--cache_dir=none"])  # fmt: skip
-        train_data, _ = trainer.build_datasets(config)
-    finally:
-        release.chmod(0o755)
-    assert train_data.layout.kind == "celebamask_hq"
-    assert f"{release} is not writable; pack_cache: auto is off" in capsys.readouterr().out
-    assert not (release / ".pack_32").exists()
