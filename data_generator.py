@@ -14,10 +14,10 @@ from data_generator import CelebAMaskHQ, merge_masks, split_ids, horizontal_flip
 train = CelebAMaskHQ("data/CelebAMask-HQ", "train", batch_size=8, augment=True)
 ```
 
-The code lives in `faceparsing/data/`: `layout` (paths, split), `samples`
-(decoding, merging, label cache), `augment`, `class_weights`, `checks`,
-`synthetic` and `dataset`. This module gathers the names users import and
-holds the command line.
+The code lives in `faceparsing/data/`: `layout` (which dataset a folder holds, checks),
+`release` (CelebAMask-HQ's paths, split and merged labels), `folder` (LaPa's layout),
+`packed`/`packing`, `augment`, `class_weights`, `batches`, `loader`, `synthetic` and
+`dataset`. This module gathers the names users import and holds the command line.
 
 Usage:
     python data_generator.py make-demo --out data/demo --num 200 [--seed 0] [--layout lapa]
@@ -33,7 +33,7 @@ import time
 from faceparsing import cli
 from faceparsing.data import packing
 from faceparsing.data.augment import augment_sample, horizontal_flip
-from faceparsing.data.checks import check_dataset, validate_split
+from faceparsing.data.batches import TARGETS
 from faceparsing.data.class_weights import (
     WEIGHT_SCHEMES,
     class_pixel_counts,
@@ -45,14 +45,20 @@ from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import (
     DATASETS,
     SPLITS,
-    image_path,
+    check_dataset,
     open_layout,
-    part_path,
-    read_mapping,
     split_ids,
+    validate_split,
 )
 from faceparsing.data.packed import PACKED_SPLITS
-from faceparsing.data.samples import TARGETS, LabelCache, load_image, merge_masks, read_mask
+from faceparsing.data.release import (
+    LabelCache,
+    image_path,
+    merge_masks,
+    part_path,
+    read_mapping,
+    read_mask,
+)
 from faceparsing.errors import DatasetError
 
 __all__ = [
@@ -61,6 +67,12 @@ __all__ = [
     "horizontal_flip", "image_path", "load_image", "merge_masks", "part_path", "pixel_weights",
     "read_mapping", "read_mask", "split_ids", "training_class_counts", "validate_split",
 ]  # fmt: skip
+
+
+def load_image(root, image_id, size):
+    """Image `image_id` of the dataset at `root` as a (size, size, 3) uint8 RGB array,
+    decoded and resized as the dataset does."""
+    return open_layout(root).load_image(image_id, size)
 
 
 def _positive_int(text):

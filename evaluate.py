@@ -23,8 +23,6 @@ from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.classes import class_set_of
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.data.layout import SPLITS, check_release_labels, open_layout
-from faceparsing.data.samples import load_label
-from faceparsing.errors import DatasetError
 from faceparsing.inference import evaluation
 from faceparsing.inference.predict import TTA_MODES
 
@@ -74,11 +72,8 @@ def run_settings(args):
 
 def split_dataset(layout, settings, split, max_images):
     ids = layout.split_ids(split)
-    ids = ids[:max_images] if max_images else ids
-    if not ids:
-        raise DatasetError(f"split '{split}' of {settings['data_root']} has no images")
     return CelebAMaskHQ(
-        layout, split=split, ids=ids, batch_size=settings["batch_size"],
+        layout, split=split, ids=ids[:max_images] if max_images else ids, batch_size=settings["batch_size"],
         image_size=settings["image_size"], augment=False, shuffle=False,
     )  # fmt: skip
 
@@ -94,7 +89,7 @@ def run(args):
     dataset = split_dataset(layout, settings, args.split, args.max_images)
     out_dir = settings["out"]
     confusion, num_images, seconds = evaluation.evaluate(
-        model, dataset, lambda image_id: load_label(layout, image_id),
+        model, dataset, layout.load_label,
         tta=args.tta, prediction_dir=out_dir / "predictions" if args.save_predictions else None,
         class_set=class_set, truth_table=truth_table, prediction_table=prediction_table,
     )  # fmt: skip

@@ -26,11 +26,11 @@ import numpy as np
 from faceparsing import cli
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.classes import class_set_of, remap
-from faceparsing.data.layout import MASK_SIZE, SPLITS, check_release_labels, open_layout
-from faceparsing.data.samples import load_image, load_label, resize_label
+from faceparsing.data.layout import SPLITS, check_release_labels, open_layout
+from faceparsing.data.release import MASK_SIZE
 from faceparsing.errors import ConfigError, DatasetError, ImageReadError
 from faceparsing.files import atomic_write_text
-from faceparsing.images import read_rgb, save_png
+from faceparsing.images import read_rgb, resize_nearest, save_png
 from faceparsing.inference import evaluation, overlay, video
 from faceparsing.inference.alignment import check_landmarks
 from faceparsing.inference.detection import MIN_FACE_SIZE, LandmarkDetector, MTCNNDetector
@@ -240,12 +240,12 @@ def visualize_dataset(model, layout, split, num, seed, size, out_dir, views):
     )
     panels = []
     for image_id in chosen:
-        truth = resize_label(load_label(layout, image_id), MASK_SIZE)
+        truth = resize_nearest(layout.load_label(image_id), (MASK_SIZE, MASK_SIZE))
         truth = truth if truth_table is None else truth_table[truth]
         prediction = predict_dataset_labels(model, layout, [image_id], size, MASK_SIZE)[0]
         if prediction_table is not None:
             prediction = prediction_table[prediction]
-        photo = load_image(layout, image_id, MASK_SIZE)
+        photo = layout.load_image(image_id, MASK_SIZE)
         panels.append(overlay.dataset_panel(photo, truth, prediction, class_set))
         name = layout.sample_name(image_id)
         save_png(panels[-1], out_dir / f"{name}_panel.png")

@@ -1,24 +1,19 @@
-"""Samples per second of the training input pipeline against what the official scripts do.
+"""Samples per second of the input pipeline, as built and as `fit` receives it.
 
-Rows, all at one image size with augmentation on and the label cache warm:
-- baseline: the official `g_mask.py` merge (`os.path.exists` + `cv2.imread` of every part PNG
-  into a float64 canvas) and a plain `cv2.imread` + `cv2.resize` of the 1024x1024 JPEG (label:
-  nearest), no augmentation, in one thread (and in a pool of N threads);
-- ours, `dataset[i]` called in one thread (with and without the label cache);
-- ours, what `fit` reads: a `TrainingStream` (in-order worker threads building batches ahead)
-  asked for batches 0, 1, 2, ... as Keras asks, with 1, 2 and N worker threads (N = the cores
-  this process may use);
-- packed (`data_generator.py pack`, the set packed once at the row's size; its one-time cost is
-  printed per 1,000 images): `dataset[i]` in one thread, and the `TrainingStream` with 1, 2 and
-  N worker threads or worker processes (steady state: the workers are started and the first
-  batch served before the clock starts; their start cost and memory are printed apart; the
-  CPU seconds of a processes row add the workers' to this process's).
-- through `fit`'s own data adapter (what `fit` receives): `model.predict` of a near-free Keras
-  model (a global average of the image) reading an `EpochWindow` over the `TrainingStream`,
-  with 1, 2 and N worker threads, from the release (label cache warm) and from the pack; and
-  the same model reading the same batches from memory (the adapter's own ceiling).
-Every row runs in this one process, interleaved over the repeats, and the best repeat is kept,
-because the machine's cores may be shared and noisy.
+Rows, all at one image size with augmentation on (ours) and the label cache warm:
+- official: the official `g_mask.py` merge (`os.path.exists` + `cv2.imread` of every part
+  PNG into a float64 canvas) and a plain `cv2.imread` + `cv2.resize` of the 1024x1024 JPEG
+  (label: nearest), no augmentation, one thread;
+- the producer: `dataset.batch(i, epoch)` called in one thread, from the release folder (with
+  and without the label cache) and from a pack of the set at the row's size;
+- the consumer, what `fit` receives: `model.fit` of a near-free model (it reads one pixel of
+  each image: the cost left is the feed) on the dataset itself, through Keras' own adapter,
+  with 1 and 2 (and N) workers building batches ahead, threads or processes, from the
+  release and from the pack; and the same model fed the same batches from memory (the
+  adapter's ceiling). Worker processes are started before the clock starts (their start
+  cost is printed apart) and their CPU time counts in "samples per CPU-s".
+Every row runs in this one process, interleaved over the repeats, and the best repeat is
+kept. Run it on an idle machine: the worker rows need free cores.
 
 Usage:
     python benchmarks/bench_data.py [--data-root DIR] [--num-images 64] [--sizes 512]
@@ -26,38 +21,33 @@ Usage:
 """
 
 import argparse
-import contextlib
 import functools
 import os
 import sys
 import tempfile
 import time
-from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from faceparsing import images
+import faceparsing  # noqa: F401  (sets TensorFlow's log level before Keras loads)
 from faceparsing.classes import PART_NAMES
-from faceparsing.data import augment, layout, packed, packing, samples
+from faceparsing.data import packing, release
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.stream import EpochWindow, TrainingStream
+from faceparsing.data.layout import open_layout
+from faceparsing.data.loader import usable_cpus
 from faceparsing.data.synthetic import make_demo_dataset
 
-# Per core means one thread a call for every row, the baseline's OpenCV calls included
-# (the package sets this too, when `faceparsing.images` is imported).
+# One thread a call for every row, the official path's OpenCV calls included (the package
+# sets this too, when `faceparsing.images` is imported).
 cv2.setNumThreads(1)
 
-# ---------------------------------------------------------------------------
-# Baseline: the official merge and a plain OpenCV decode, as the official scripts do.
-# ---------------------------------------------------------------------------
 
-
-def baseline_label(root, image_id):
+def official_label(root, image_id):
     """`g_mask.py`: exists + `cv2.imread` of every part, channel 0, into a float64 canvas."""
-    folder = os.path.join(root, layout.MASK_DIR, str(image_id // layout.IMAGES_PER_MASK_FOLDER))
-    canvas = np.zeros((layout.MASK_SIZE, layout.MASK_SIZE))
+    folder = release.mask_folder(root, image_id)
+    canvas = np.zeros((release.MASK_SIZE, release.MASK_SIZE))
     for class_id, part in enumerate(PART_NAMES, start=1):
         filename = os.path.join(folder, f"{image_id:05d}_{part}.png")
         if os.path.exists(filename):
@@ -66,344 +56,175 @@ def baseline_label(root, image_id):
     return canvas
 
 
-def baseline_sample(root, image_id, size):
-    image = cv2.imread(str(layout.image_path(root, image_id)))
+def official_sample(root, image_id, size):
+    image = cv2.imread(str(release.image_path(root, image_id)))
     image = cv2.cvtColor(cv2.resize(image, (size, size)), cv2.COLOR_BGR2RGB)
     label = cv2.resize(
-        baseline_label(root, image_id), (size, size), interpolation=cv2.INTER_NEAREST
+        official_label(root, image_id), (size, size), interpolation=cv2.INTER_NEAREST
     )
     return image, label.astype(np.uint8)
 
 
-def run_baseline(root, ids, size, threads):
-    """Load every id once; a pool of `threads` threads loads the samples."""
-    if threads == 1:
-        for image_id in ids:
-            baseline_sample(root, image_id, size)
-        return
-    with ThreadPool(threads) as pool:
-        for _ in pool.imap(lambda image_id: baseline_sample(root, image_id, size), ids):
-            pass
-
-
-# ---------------------------------------------------------------------------
-# Ours: the dataset in one thread, and the TrainingStream that `fit` reads.
-# ---------------------------------------------------------------------------
-
-
-def make_dataset(root, size, batch_size, cache_dir):
+def dataset_of(root, size, batch_size, cache_dir=None, **options):
     return CelebAMaskHQ(
         root, "all", batch_size=batch_size, image_size=size, augment=True, cache_dir=cache_dir,
-        drop_remainder=True,
+        drop_remainder=True, **options,
     )  # fmt: skip
 
 
-def run_dataset(dataset, num_batches):
-    """`dataset[i]` for `num_batches` batches (several passes if needed), in this thread."""
+def produce(dataset, num_batches):
+    """`dataset.batch(i, epoch)` for `num_batches` batches (several passes), in this thread."""
     for index in range(num_batches):
-        dataset.batch(index % len(dataset), index // len(dataset))
-
-
-def run_stream(dataset, num_batches, workers):
-    """Batches 0, 1, 2, ... of a TrainingStream, as `fit` asks for them; returns the (wall,
-    CPU) seconds from the first request to the last batch (the threads' start is timed, their
-    shutdown is not)."""
-    stream = TrainingStream(dataset, steps_per_epoch=len(dataset), workers=workers)
-    try:
-        start = time.perf_counter(), time.process_time()
-        for index in range(num_batches):
-            stream[index]
-        return time.perf_counter() - start[0], time.process_time() - start[1]
-    finally:
-        stream.close()
-
-
-def run_warm_stream(dataset, num_batches, workers, worker_type):
-    """Like `run_stream`, but timed from after the first batch (workers started and busy)."""
-    stream = TrainingStream(
-        dataset, steps_per_epoch=len(dataset), workers=workers, worker_type=worker_type
-    )
-    try:
-        stream[0]
-        start = time.perf_counter(), time.process_time() + _worker_cpu(stream)
-        for index in range(1, num_batches + 1):
-            stream[index]
-        cpu = time.process_time() + _worker_cpu(stream) - start[1]
-        return time.perf_counter() - start[0], cpu
-    finally:
-        stream.close()
-
-
-def _worker_cpu(stream):
-    # The worker processes' CPU seconds (a benchmark may look inside the stream).
-    pool = stream._executor
-    return pool.cpu_seconds() if stream.worker_type == "processes" else 0.0
+        dataset.batch(index % len(dataset.maker), index // len(dataset.maker))
 
 
 def near_free_model(size):
-    """A Keras model whose step costs next to nothing: what is left is the feed."""
+    """A Keras model that reads one pixel of each image: what is left is the feed."""
     import keras
+    from keras import ops
 
     inputs = keras.Input((size, size, 3), dtype="uint8")
-    pooled = keras.layers.GlobalAveragePooling2D()(keras.ops.cast(inputs, "float32"))
-    return keras.Model(inputs, pooled)
+    pixel = keras.layers.Flatten()(ops.cast(inputs[:, :1, :1, :], "float32"))
+    model = keras.Model(inputs, keras.layers.Dense(1)(pixel))
+    model.compile("sgd", loss=lambda labels, outputs: ops.mean(outputs))
+    return model
 
 
-def run_adapter(model, dataset, num_batches, workers):
-    """`model.predict` over `num_batches` stream batches, through Keras' adapter."""
-    stream = TrainingStream(dataset, steps_per_epoch=num_batches, workers=workers)
-    with stream:
-        start = time.perf_counter(), time.process_time()
-        model.predict(EpochWindow(stream), verbose=0)
-        return time.perf_counter() - start[0], time.process_time() - start[1]
+def consume(model, dataset):
+    """`model.fit` for one epoch of `dataset`, through Keras' own adapter."""
+    model.fit(dataset, epochs=1, shuffle=False, verbose=0)
 
 
-def run_memory_adapter(model, batches):
-    """`model.predict` over batches held in memory, through the same adapter."""
-    import keras
+class InMemory:
+    """The batches of `dataset` held in memory, as a Keras dataset (the adapter's ceiling)."""
 
-    class InMemory(keras.utils.PyDataset):
-        def __len__(self):
-            return len(batches)
+    def __new__(cls, dataset):
+        import keras
 
-        def __getitem__(self, index):
-            return batches[index]
+        batches = [dataset.batch(index, 0) for index in range(len(dataset))]
 
-    start = time.perf_counter(), time.process_time()
-    model.predict(InMemory(), verbose=0)
-    return time.perf_counter() - start[0], time.process_time() - start[1]
+        class Batches(keras.utils.PyDataset):
+            def __len__(self):
+                return len(batches)
+
+            def __getitem__(self, index):
+                return batches[index]
+
+        return Batches()
 
 
-def adapter_rows(root, pack_root, size, batch_size, cache_dir, workers_list, passes):
-    """What `fit`'s adapter receives (see the module docstring)."""
-    model = near_free_model(size)
-    release = make_dataset(root, size, batch_size, cache_dir)
-    pack = make_dataset(pack_root, size, batch_size, None)
-    num_batches = passes * len(release)
-    loaded = num_batches * batch_size
-    in_memory = [release.batch(index % len(release), 0) for index in range(num_batches)]
-    model.predict(in_memory[0][0], verbose=0)  # traced before any row is timed
-    table = [("adapter: in-memory batches", 1, timed(run_memory_adapter, model, in_memory), loaded)]
-    for name, dataset in (("release", release), ("pack", pack)):
-        for workers in workers_list:
-            run = functools.partial(run_adapter, model, dataset, num_batches, workers)
-            table.append((f"adapter: TrainingStream, {name}", workers, run, loaded))
-    return table
+def child_cpu_seconds():
+    """CPU seconds of this process's live children (worker processes), from /proc."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def timed(function, *args):
-    """A callable running `function(*args)` and returning its (wall, CPU) seconds."""
+    """A callable running `function(*args)` and returning its (wall, CPU) seconds, the CPU
+    of this process and of its worker processes."""
 
     def run():
-        start = time.perf_counter(), time.process_time()
+        start = time.perf_counter(), time.process_time() + child_cpu_seconds()
         function(*args)
-        return time.perf_counter() - start[0], time.process_time() - start[1]
+        return time.perf_counter() - start[0], time.process_time() + child_cpu_seconds() - start[1]
 
     return run
 
 
-def warm_cache(root, cache_dir):
-    cache = samples.LabelCache(root, cache_dir)
-    for image_id in layout.split_ids(root, "all"):
-        cache.load(image_id)
-
-
-def available_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-# ---------------------------------------------------------------------------
-# Measurement and report.
-# ---------------------------------------------------------------------------
-
-
-def rows(root, ids, size, batch_size, cache_dir, workers_list, passes):
-    """(name, threads, callable returning (wall, CPU) seconds, samples loaded) for one size."""
-    cached = make_dataset(root, size, batch_size, cache_dir)
-    uncached = make_dataset(root, size, batch_size, None)
-    # Several passes, so that the batches a stream builds ahead of the last one weigh little.
+def rows(root, pack_root, size, args, cache_dir):
+    """(name, workers, callable returning (wall, CPU) seconds, samples loaded) of one size,
+    and the datasets whose workers must be closed afterwards."""
+    batch, passes = args.batch_size, args.passes
+    cached = dataset_of(root, size, batch, cache_dir)
+    packed = dataset_of(pack_root, size, batch)
     num_batches = passes * len(cached)
-    loaded = num_batches * batch_size
-    table = [("baseline", 1, timed(run_baseline, root, ids, size, 1), len(ids))]
-    if max(workers_list) > 1:
-        threads = max(workers_list)
-        table.append(("baseline", threads, timed(run_baseline, root, ids, size, threads), len(ids)))
-    table += [
-        ("ours: dataset[i]", 1, timed(run_dataset, cached, num_batches), loaded),
-        ("ours: dataset[i], no label cache", 1, timed(run_dataset, uncached, len(cached)),
-         len(cached) * batch_size),
+    count = num_batches * batch
+    ids = cached.ids
+    official = functools.partial(lambda: [official_sample(root, i, size) for i in ids])
+    table = [
+        ("official path", 1, timed(official), len(ids)),
+        ("release: dataset.batch", 1, timed(produce, cached, num_batches), count),
+        ("release, no label cache: dataset.batch", 1,
+         timed(produce, dataset_of(root, size, batch), len(cached)), len(cached) * batch),
+        ("pack: dataset.batch", 1, timed(produce, packed, num_batches), count),
     ]  # fmt: skip
-    for workers in workers_list:
-        stream = functools.partial(run_stream, cached, num_batches, workers)
-        table.append(("ours: TrainingStream", workers, stream, loaded))
-    return table
-
-
-def packed_rows(pack_root, size, batch_size, workers_list, passes):
-    """The rows of a packed folder (see the module docstring)."""
-    dataset = make_dataset(pack_root, size, batch_size, None)
-    num_batches = passes * len(dataset)
-    loaded = num_batches * batch_size
-    table = [("packed: dataset[i]", 1, timed(run_dataset, dataset, num_batches), loaded)]
-    for worker_type in ("threads", "processes"):
-        for workers in workers_list:
-            run = functools.partial(run_warm_stream, dataset, num_batches, workers, worker_type)
-            table.append((f"packed: TrainingStream, {worker_type}", workers, run, loaded))
-    return table
-
-
-def pack_once(root, out, size, workers):
-    """Pack the set at `size`; return the seconds it took per 1,000 images."""
-    start = time.perf_counter()
-    manifest = packing.pack(root, out, image_size=size, workers=workers, progress=False)
-    count = sum(split["count"] for split in manifest["splits"].values())
-    return 1000 * (time.perf_counter() - start) / count
-
-
-def reencoding_error(root, pack_root, size):
-    """(mean absolute difference in grey levels, PSNR dB) of the packed images vs the release's."""
-    differences = np.stack([
-        samples.load_image(root, image_id, size).astype(np.float64)
-        - samples.load_image(pack_root, image_id, size)
-        for image_id in layout.split_ids(root, "all")
-    ])  # fmt: skip
-    return np.abs(differences).mean(), 10 * np.log10(255**2 / (differences**2).mean())
-
-
-def worker_start_cost(dataset):
-    """(seconds to start one worker process and get its first batch, its resident MiB)."""
-    from faceparsing.data.workers import ProcessPool
-
-    start = time.perf_counter()
-    with ProcessPool(dataset.batch_maker(), 1) as pool:
-        pool.submit((0, 0)).result()
-        seconds = time.perf_counter() - start
-        with open(f"/proc/{pool.pids[0]}/status") as status:
-            rss = next(line for line in status if line.startswith("VmRSS"))
-    return seconds, int(rss.split()[1]) / 1024
+    model = near_free_model(size)
+    consume(model, InMemory(packed))  # traced before any row is timed
+    memory = InMemory(dataset_of(pack_root, size, batch, steps_per_epoch=num_batches))
+    table.append(("fit: in-memory batches", 0, timed(consume, model, memory), count))
+    opened = []
+    for name, source, cache in (("release", root, cache_dir), ("pack", pack_root, None)):
+        for worker_type in args.worker_types:
+            for workers in args.workers:
+                dataset = dataset_of(source, size, batch, cache, workers=workers,
+                                     worker_type=worker_type, steps_per_epoch=num_batches)  # fmt: skip
+                started = time.perf_counter()
+                dataset[0]  # workers started (their cost is not the feed's)
+                if worker_type == "processes" and workers == args.workers[0]:
+                    print(f"{workers} worker process(es) started and served a batch in "
+                          f"{time.perf_counter() - started:.2f} s")  # fmt: skip
+                opened.append(dataset)
+                run = timed(consume, model, dataset)
+                table.append((f"fit: {name}, worker {worker_type}", workers, run, count))
+    return table, opened
 
 
 def measure(table, repeats):
-    """Interleave the rows over `repeats` passes; keep the best samples/s and samples per
-    CPU second of each."""
+    """Interleave the rows over `repeats` passes; keep each row's best samples/s and
+    samples per CPU-second."""
     best = {}
     for _ in range(repeats):
-        for name, threads, run, count in table:
+        for name, workers, run, count in table:
             wall, cpu = run()
-            previous = best.get((name, threads), (0.0, 0.0))
-            best[name, threads] = (max(previous[0], count / wall), max(previous[1], count / cpu))
+            previous = best.get((name, workers), (0.0, 0.0))
+            best[name, workers] = (max(previous[0], count / wall), max(previous[1], count / cpu))
     return best
 
 
-def print_packed(pack_seconds, error, start_cost):
-    print(
-        f"pack: {pack_seconds:.1f} s per 1,000 images (all cores); re-encoded images (JPEG "
-        f"quality {packed.JPEG_QUALITY}) differ from the release's decode by {error[0]:.2f} grey "
-        f"levels on average (PSNR {error[1]:.1f} dB); one worker process: {start_cost[0]:.2f} s "
-        f"to start and serve its first batch, {start_cost[1]:.0f} MiB resident"
-    )
-
-
 def print_table(size, rates, repeats):
-    baseline = rates["baseline", 1][0]
-    one_thread = rates["ours: dataset[i]", 1][0]
+    official = rates["official path", 1]
     print(f"\n### {size}x{size}, augmentation on (ours), best of {repeats}")
-    print(
-        "| pipeline | threads | samples/s | per thread / baseline | / ours dataset[i] "
-        "| samples per CPU-s |"
-    )
-    print("|---|---|---|---|---|---|")
-    for (name, threads), (rate, cpu_rate) in rates.items():
+    print("| pipeline | workers | samples/s | / official, per core | / one thread, same data "
+          "| samples per CPU-s | per CPU-s / official |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for (name, workers), (rate, cpu_rate) in rates.items():
+        source = "pack" if "pack" in name else "release"
+        one_thread = rates[f"{source}: dataset.batch", 1][0]
         print(
-            f"| {name} | {threads} | {rate:.1f} | {rate / threads / baseline:.2f}x "
-            f"| {rate / one_thread:.2f}x | {cpu_rate:.1f} |"
+            f"| {name} | {workers} | {rate:.1f} | {rate / max(1, workers) / official[0]:.2f}x "
+            f"| {rate / one_thread:.2f}x | {cpu_rate:.1f} | {cpu_rate / official[1]:.2f}x |"
         )
-    cpu_baseline = rates["baseline", 1][1]
-    cpu_ours = rates["ours: dataset[i]", 1][1]
-    print(
-        f"\nper CPU-second, ours dataset[i] / baseline = {cpu_ours / cpu_baseline:.2f}x "
-        "(CPU time is what a shared machine's load distorts least)"
-    )
 
 
-# ---------------------------------------------------------------------------
-# How much of a sample's CPU time runs with the GIL released (measurable under load).
-# ---------------------------------------------------------------------------
-
-
-class _TimedOpenCV:
-    """Stands for the `cv2` module, adding the thread CPU time of every call to `seconds`."""
-
-    def __init__(self):
-        self.seconds = 0.0
-
-    def __getattr__(self, name):
-        value = getattr(cv2, name)
-        if not (callable(value) and name[0].islower()):
-            return value
-
-        def timed(*args, **kwargs):
-            start = time.thread_time()
-            try:
-                return value(*args, **kwargs)
-            finally:
-                self.seconds += time.thread_time() - start
-
-        return timed
-
-
-@contextlib.contextmanager
-def timed_opencv():
-    """Route the data modules' OpenCV calls through one `_TimedOpenCV` while inside."""
-    proxy, modules = _TimedOpenCV(), (images, augment, samples)
-    for module in modules:
-        module.cv2 = proxy
-    try:
-        yield proxy
-    finally:
-        for module in modules:
-            module.cv2 = cv2
-
-
-def opencv_share(dataset, num_batches):
-    """(CPU seconds a sample, share of it inside OpenCV calls), one thread."""
-    with timed_opencv() as proxy:
-        start = time.thread_time()
-        run_dataset(dataset, num_batches)
-        total = time.thread_time() - start
-    return total / (num_batches * dataset.batch_size), proxy.seconds / total
-
-
-def print_opencv_share(dataset, num_batches):
-    seconds, share = opencv_share(dataset, num_batches)
-    bound = 1 / ((1 - share) + share / 2)
-    print(
-        f"one thread, `dataset[i]`: {1e3 * seconds:.2f} ms of CPU a sample, {100 * share:.0f}% "
-        f"of it inside OpenCV calls (GIL released); if all the rest held the GIL, 2 threads "
-        f"could make at most {bound:.2f}x one thread"
-    )
+def warm_label_cache(root, cache_dir):
+    layout = open_layout(root, cache_dir=cache_dir)
+    for image_id in layout.split_ids("all"):
+        layout.load_label(image_id)
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", help="dataset root; a synthetic set is written if empty")
+    parser.add_argument("--data-root", help="a dataset in the release layout (default: synthetic)")
     parser.add_argument("--num-images", type=int, default=64)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512])
-    parser.add_argument(
-        "--workers", type=int, nargs="+", help="TrainingStream workers (default: 1, 2, cores)"
-    )
+    parser.add_argument("--workers", type=int, nargs="+", help="default: 1, 2 and the cores")
+    parser.add_argument("--worker-types", nargs="+", default=["threads", "processes"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--passes", type=int, default=2, help="passes over the set per row")
     parser.add_argument("--smoke", action="store_true", help="tiny run for the tests")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.num_images, args.sizes, args.batch_size, args.repeats, args.passes = 4, [64], 2, 1, 1
-    if not args.workers:
-        args.workers = sorted({1, 2, available_cores()})
+        args.num_images, args.sizes, args.batch_size, args.repeats, args.passes = 8, [64], 2, 1, 1
+        args.workers, args.worker_types = args.workers or [2], ["threads"]
+    args.workers = args.workers or sorted({1, 2, usable_cpus()})
     return args
 
 
@@ -411,30 +232,29 @@ def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as temp:
         root = Path(args.data_root or Path(temp) / "CelebAMask-HQ")
-        if not (root / layout.MAPPING_FILE).is_file():
+        if not (root / release.MAPPING_FILE).is_file():
             print(f"writing {args.num_images} synthetic faces to {root}", flush=True)
             make_demo_dataset(root, args.num_images, seed=0)
-        ids = layout.split_ids(root, "all")
         cache_dir = Path(temp) / "label_cache"
-        warm_cache(root, cache_dir)
+        warm_label_cache(root, cache_dir)
         print(
-            f"{len(ids)} images, batch {args.batch_size}, {available_cores()} core(s) usable, "
-            f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} thread(s) a call, "
-            f"load average {' '.join(f'{load:.1f}' for load in os.getloadavg())}"
+            f"{len(open_layout(root).split_ids('all'))} images, batch {args.batch_size}, "
+            f"{usable_cpus()} usable core(s), OpenCV {cv2.__version__}, load average "
+            f"{' '.join(f'{load:.1f}' for load in os.getloadavg())}"
         )
         for size in args.sizes:
-            pack_root = Path(temp) / f"packed_{size}"
-            pack_seconds = pack_once(root, pack_root, size, available_cores())
-            table = rows(root, ids, size, args.batch_size, cache_dir, args.workers, args.passes)
-            table += packed_rows(pack_root, size, args.batch_size, args.workers, args.passes)
-            table += adapter_rows(
-                root, pack_root, size, args.batch_size, cache_dir, args.workers, args.passes
-            )
-            print_table(size, measure(table, args.repeats), args.repeats)
-            start_cost = worker_start_cost(make_dataset(pack_root, size, args.batch_size, None))
-            print_packed(pack_seconds, reencoding_error(root, pack_root, size), start_cost)
-            dataset = make_dataset(root, size, args.batch_size, cache_dir)
-            print_opencv_share(dataset, args.passes * len(dataset))
+            started = time.perf_counter()
+            pack_root = Path(temp) / f"pack_{size}"
+            manifest = packing.pack(root, pack_root, image_size=size, progress=False)
+            count = sum(split["count"] for split in manifest["splits"].values())
+            print(f"pack at {size}: {1000 * (time.perf_counter() - started) / count:.1f} s per "
+                  f"1,000 images ({usable_cpus()} cores)")  # fmt: skip
+            table, opened = rows(root, pack_root, size, args, cache_dir)
+            try:
+                print_table(size, measure(table, args.repeats), args.repeats)
+            finally:
+                for dataset in opened:
+                    dataset.close()
     return 0
 
 

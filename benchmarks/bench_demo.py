@@ -4,8 +4,8 @@ Rows, the same model, compile and batches (a config's training set, `configs/dem
 default, with its `pack_cache` and `workers`):
 - in memory: `model.fit` on NumPy arrays holding the pipeline's first batches (Keras' array
   adapter; no decoding, no augmentation at step time);
-- pipeline: `model.fit` on what `train.py` gives it, an `EpochWindow` over a `TrainingStream`
-  with the config's workers (decoding and augmentation while the model trains).
+- pipeline: `model.fit` on what `train.py` gives it, the training `CelebAMaskHQ` with the
+  config's workers building batches ahead (decoding and augmentation while the model trains).
 Both run in this one process, interleaved over the repeats (best kept), after a warm-up fit
 that traces the step. The ratio pipeline / in memory is the input path's cost to a user.
 
@@ -46,20 +46,17 @@ def main(argv=None):
     args = parse_args(argv)
     from faceparsing import config as config_module
     from faceparsing.data.setup import build_datasets, ensure_dataset
-    from faceparsing.data.stream import EpochWindow, TrainingStream
-    from faceparsing.data.workers import worker_count
     from faceparsing.training import trainer
 
     with tempfile.TemporaryDirectory() as temp:
         overrides = smoke_overrides(temp) if args.smoke else []
         steps, repeats = (3, 1) if args.smoke else (args.steps, args.repeats)
-        config = config_module.resolve(args.config, overrides)
+        config = config_module.resolve(args.config, [*overrides, f"--steps_per_epoch={steps}"])
         ensure_dataset(config)
         train_data, _ = build_datasets(config)
         model = trainer.build_model(config)
         trainer.compile_model(model, config, steps)
-        workers = worker_count(config.workers)
-        batches = [train_data.batch(index % len(train_data), 0) for index in range(steps)]
+        batches = [train_data.batch(index % len(train_data.maker), 0) for index in range(steps)]
         arrays = [__import__("numpy").concatenate(part) for part in zip(*batches, strict=True)]
 
         def in_memory():
@@ -67,21 +64,22 @@ def main(argv=None):
                       verbose=0)  # fmt: skip
 
         def pipeline():
-            with TrainingStream(train_data, steps, workers=workers) as stream:
-                model.fit(EpochWindow(stream), epochs=1, shuffle=False, verbose=0)
+            model.fit(train_data, epochs=1, shuffle=False, verbose=0)
 
         in_memory()  # warm-up: traces the step
-        pipeline()
         best = {}
-        for _ in range(repeats):
-            for name, run in (("in memory", in_memory), ("pipeline", pipeline)):
-                start = time.perf_counter()
-                run()
-                best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+        with train_data:  # its workers stop at the end
+            pipeline()
+            for _ in range(repeats):
+                for name, run in (("in memory", in_memory), ("pipeline", pipeline)):
+                    start = time.perf_counter()
+                    run()
+                    best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
         print(
             f"{config.backbone} alpha {config.alpha}, {config.image_size}x{config.image_size}, "
             f"batch {config.batch_size}, {steps} steps a row, best of {repeats}; data "
-            f"{train_data.layout.root} ({train_data.layout.kind}), {workers} worker thread(s); "
+            f"{train_data.layout.root} ({train_data.layout.kind}), {train_data.num_workers} "
+            f"worker {train_data.worker_type}; "
             f"load average {' '.join(f'{load:.1f}' for load in os.getloadavg())}"
         )
         print("| feed | ms a step |\n|---|---|")

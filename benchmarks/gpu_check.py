@@ -263,8 +263,8 @@ def end_to_end(args, step_rate):
     import tempfile
 
     from faceparsing.data import packed, packing
+    from faceparsing.data.loader import worker_count
     from faceparsing.data.synthetic import make_demo_dataset
-    from faceparsing.data.workers import worker_count
 
     rows = [("jitted train step (above)", step_rate)]
     for metric, steps_per_execution in ((True, 1), (False, 1), (True, 4)):

@@ -34,8 +34,8 @@ from PIL import Image
 
 from faceparsing.classes import NUM_CLASSES, PART_NAMES
 from faceparsing.data import synthetic
-from faceparsing.data.layout import MASK_SIZE, split_ids
-from faceparsing.data.samples import load_image, merge_masks
+from faceparsing.data.layout import split_ids
+from faceparsing.data.release import MASK_SIZE, ReleaseLayout, merge_masks
 from faceparsing.files import atomic_write_text
 from faceparsing.images import resize_bilinear, save_png
 from faceparsing.inference import alignment
@@ -86,7 +86,10 @@ def load_originals(root, image_ids, landmarks_mode, synthetic_seed):
     """(images (N, 512, 512, 3), labels (N, 512, 512), landmarks (N, 5, 2) or None)."""
     images, labels, points = [], [], []
     for image_id in image_ids:
-        image, label = load_image(root, image_id, MASK_SIZE), merge_masks(root, image_id)
+        image, label = (
+            ReleaseLayout(root).load_image(image_id, MASK_SIZE),
+            merge_masks(root, image_id),
+        )
         if landmarks_mode == "synthetic":
             face = synthetic_landmarks(synthetic_seed, image_id)
             matrix = alignment.crop_to_photo_matrix(face, MASK_SIZE)

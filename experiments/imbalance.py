@@ -144,7 +144,8 @@ def evaluate_run(config, label_size, labels):
 
 def label_loader(data_root, label_size):
     """image_id -> merged label at `label_size`, memoised (every run reads the same labels)."""
-    from faceparsing.data.samples import merge_masks, resize_label
+    from faceparsing.data.release import merge_masks
+    from faceparsing.images import resize_nearest
 
     memory = {}
 
@@ -152,7 +153,9 @@ def label_loader(data_root, label_size):
         if image_id not in memory:
             label = merge_masks(data_root, image_id)
             memory[image_id] = (
-                label if label.shape[0] == label_size else resize_label(label, label_size)
+                label
+                if label.shape[0] == label_size
+                else resize_nearest(label, (label_size, label_size))
             )
         return memory[image_id]
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import yaml
 
+from faceparsing.data.batches import TARGETS
 from faceparsing.data.class_weights import WEIGHT_SCHEMES
-from faceparsing.data.layout import DATASETS, SPLITS
-from faceparsing.data.samples import TARGETS
-from faceparsing.data.workers import WORKER_TYPES
+from faceparsing.data.layout import DATASETS
+from faceparsing.data.loader import WORKER_TYPES
+from faceparsing.data.splits import SPLITS
 from faceparsing.errors import ConfigError
 from faceparsing.files import atomic_write_text
 from faceparsing.model.backbones import BACKBONES, OUTPUT_STRIDES

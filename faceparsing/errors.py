@@ -9,6 +9,15 @@ that catches those keeps working.
 import functools
 
 
+def first_line(error, default=None):
+    """The first non-empty line of `error`'s message (for one-line reports), or `default`
+    (the exception's repr when None) if it has no text."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return repr(error) if default is None else default
+
+
 class UserError(Exception):
     """A mistake in what the user gave: an option, a path, a file, a dataset."""
 

@@ -18,10 +18,9 @@ FOUNDATIONS = {"faceparsing", "faceparsing.classes", "faceparsing.errors", "face
 # Modules that must import without Keras (and so without TensorFlow): the synthetic-face
 # workers and the data tools use them.
 KERAS_FREE = FOUNDATIONS | {
-    "faceparsing.data", "faceparsing.data.layout", "faceparsing.data.samples",
-    "faceparsing.data.augment", "faceparsing.data.class_weights", "faceparsing.data.checks",
-    "faceparsing.data.synthetic",
-}  # fmt: skip
+    f"faceparsing.data.{name}" for name in ("splits", "release", "folder", "packed", "layout",
+    "augment", "class_weights", "batches", "loader", "synthetic", "packing")
+} | {"faceparsing.data"}  # fmt: skip
 
 
 def module_name(path):

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 
 SMOKE_RUNS = {
-    "bench_data.py": "| adapter: TrainingStream, pack | 2 |",
+    "bench_data.py": "| fit: pack, worker threads | 2 |",
     "bench_demo.py": "pipeline / in memory = ",
     "bench_model.py": "| ours (fast_atrous=True) |",
     "gpu_check.py": "| train.py pipeline, packed,",

@@ -91,7 +91,7 @@ def test_cli_value_without_key_is_rejected():
 
 def test_workers_is_auto_or_a_positive_count():
     from faceparsing.config import resolve
-    from faceparsing.data.workers import worker_count
+    from faceparsing.data.loader import worker_count
 
     assert resolve(None, []).workers == "auto"
     assert worker_count("auto") >= 1 and worker_count(resolve(None, ["--workers=3"]).workers) == 3

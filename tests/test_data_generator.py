@@ -6,7 +6,7 @@ from tiny_celebamask import FACE_PARTS, save_mask, write_tiny_root
 
 import data_generator as dg
 from faceparsing import errors
-from faceparsing.data import checks, layout
+from faceparsing.data import layout, release
 
 
 @pytest.fixture
@@ -16,17 +16,17 @@ def tiny_root(tmp_path):
 
 
 def test_check_finds_every_planted_defect(tiny_root, capsys):
-    assert checks.check_dataset(tiny_root, progress=False) == []
+    assert layout.check_dataset(tiny_root, progress=False) == []
     assert dg.main(["check", "--data_root", str(tiny_root)]) == 0
-    truncated = layout.image_path(tiny_root, 0)
+    truncated = release.image_path(tiny_root, 0)
     truncated.write_bytes(truncated.read_bytes()[:2000])
-    layout.part_path(tiny_root, 1, "nose").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    release.part_path(tiny_root, 1, "nose").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     for part in FACE_PARTS:
-        layout.part_path(tiny_root, 2, part).unlink()
-    save_mask(layout.part_path(tiny_root, 3, "hair"), np.ones((100, 100), bool))
-    layout.image_path(tiny_root, 4).unlink()
-    Image.new("RGB", (512, 512)).save(layout.image_path(tiny_root, 5))
-    problems = checks.check_dataset(tiny_root, progress=False)
+        release.part_path(tiny_root, 2, part).unlink()
+    save_mask(release.part_path(tiny_root, 3, "hair"), np.ones((100, 100), bool))
+    release.image_path(tiny_root, 4).unlink()
+    Image.new("RGB", (512, 512)).save(release.image_path(tiny_root, 5))
+    problems = layout.check_dataset(tiny_root, progress=False)
     expected = [
         "0.jpg",
         "00001_nose.png",
@@ -41,7 +41,7 @@ def test_check_finds_every_planted_defect(tiny_root, capsys):
     assert dg.main(["check", "--data_root", str(tiny_root)]) == 1
     assert "6 problem(s)" in capsys.readouterr().out
     with pytest.raises(errors.DatasetError, match="problem"):
-        checks.validate_split(tiny_root, layout.split_ids(tiny_root, "all"))
+        layout.validate_split(tiny_root, layout.split_ids(tiny_root, "all"))
 
 
 def test_cli_usage_error_exits_2(capsys):
@@ -52,9 +52,9 @@ def test_cli_usage_error_exits_2(capsys):
 
 
 def test_public_names_are_the_package_objects():
-    from faceparsing.data import augment, dataset, samples
+    from faceparsing.data import augment, dataset, release
 
-    owners = {"CelebAMaskHQ": dataset, "merge_masks": samples, "split_ids": layout,
+    owners = {"CelebAMaskHQ": dataset, "merge_masks": release, "split_ids": layout,
               "horizontal_flip": augment}  # fmt: skip
     assert_reexports(dg, owners)
 
@@ -64,4 +64,4 @@ def test_make_demo_writes_the_release_layout(tmp_path, capsys):
     assert dg.main(["make-demo", "--out", str(root), "--num", "10"]) == 0
     assert "wrote 10 synthetic faces" in capsys.readouterr().out
     assert layout.split_ids(root, "all") == list(range(10))
-    assert checks.check_dataset(root, progress=False) == []
+    assert layout.check_dataset(root, progress=False) == []

@@ -65,21 +65,24 @@ def test_list_images_accepts_file_folder_and_glob(tmp_path):
 
 def test_photos_and_dataset_files_share_one_pixel_limit(tmp_path, monkeypatch):
     # One limit, Pillow's MAX_IMAGE_PIXELS, for every image the project reads.
-    from faceparsing.data import layout, samples
+    from faceparsing.data import layout, release
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     photo = _save(tmp_path, "photo.png", Image.new("RGB", (40, 40)))
-    dataset_image = layout.image_path(tmp_path, 7)
+    dataset_image = release.image_path(tmp_path, 7)
     dataset_image.parent.mkdir(parents=True)
     Image.new("RGB", (40, 40)).save(dataset_image)
-    for read in (lambda: images.read_rgb(photo), lambda: samples.load_image(tmp_path, 7, 32)):
+    for read in (
+        lambda: images.read_rgb(photo),
+        lambda: layout.open_layout(tmp_path).load_image(7, 32),
+    ):
         with pytest.raises(
             errors.ImageReadError, match="40x40 pixels exceeds the 1000-pixel limit"
         ):
             read()
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
     assert images.read_rgb(photo).shape == (40, 40, 3)
-    assert samples.load_image(tmp_path, 7, 32).shape == (32, 32, 3)
+    assert layout.open_layout(tmp_path).load_image(7, 32).shape == (32, 32, 3)
 
 
 def _quadrant_jpeg(path, side=1024, **kwargs):

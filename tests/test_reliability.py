@@ -23,7 +23,8 @@ import data_generator as dg
 import train
 import visualize
 from faceparsing import errors
-from faceparsing.data import checks, class_weights, layout, samples
+from faceparsing.data import class_weights, layout, release
+from faceparsing.data.batches import BatchMaker
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.model import deeplabv3plus
 from faceparsing.training import trainer
@@ -48,7 +49,7 @@ def first_train_id(root):
 
 def last_part(root, image_id):
     """The last existing part mask: `validate_split` only reads the first one."""
-    return layout.existing_parts(root, image_id)[-1][1]
+    return release.existing_parts(root, image_id)[-1][1]
 
 
 def assert_one_line_error(capsys, *fragments):
@@ -80,24 +81,24 @@ def save_tiny_model(path, classes=19, lambda_marker=None):
 
 
 def _remove_mapping(root):
-    (root / layout.MAPPING_FILE).unlink()
-    return [root / layout.MAPPING_FILE]
+    (root / release.MAPPING_FILE).unlink()
+    return [root / release.MAPPING_FILE]
 
 
 def _misspell_mask_folder(root):
-    (root / layout.MASK_DIR).rename(root / layout.MISSPELT_MASK_DIR)
-    return [layout.MISSPELT_MASK_DIR, "rename"]
+    (root / release.MASK_DIR).rename(root / release.MISSPELT_MASK_DIR)
+    return [release.MISSPELT_MASK_DIR, "rename"]
 
 
 def _remove_all_parts(root):
     image_id = first_train_id(root)
-    for _, path, _ in layout.existing_parts(root, image_id):
+    for _, path, _ in release.existing_parts(root, image_id):
         path.unlink()
     return [f"no part masks found for image {image_id}"]
 
 
 def _remove_image(root):
-    path = layout.image_path(root, first_train_id(root))
+    path = release.image_path(root, first_train_id(root))
     path.unlink()
     return [f"missing file {path}"]
 
@@ -105,7 +106,7 @@ def _remove_image(root):
 def _bomb_image(root):
     # Pillow refuses files over twice MAX_IMAGE_PIXELS; the test lowers the
     # limit to 1 Mpx, so a 1500x1500 image stands in for a real bomb.
-    path = layout.image_path(root, first_train_id(root))
+    path = release.image_path(root, first_train_id(root))
     Image.new("RGB", (1500, 1500)).save(path, quality=50)
     return [path, "exceeds limit"]
 
@@ -129,8 +130,9 @@ def test_bomb_in_dataset_is_a_dataset_error_naming_the_file(data_copy, monkeypat
     path = _bomb_image(data_copy)[0]
     image_id = first_train_id(data_copy)
     with pytest.raises(errors.DatasetError, match=f"{image_id}.jpg"):
-        samples.load_image(data_copy, image_id, 32)
-    assert any(str(path) in problem for problem in checks.image_problems(data_copy, image_id))
+        layout.open_layout(data_copy).load_image(image_id, 32)
+    problems = layout.open_layout(data_copy).problems([image_id], full=True)
+    assert any(str(path) in problem for problem in problems)
 
 
 def test_check_of_a_missing_root_exits_1(tmp_path, capsys):
@@ -144,7 +146,7 @@ def test_check_of_a_missing_root_exits_1(tmp_path, capsys):
 
 
 def _truncate_image(root):
-    path = layout.image_path(root, first_train_id(root))
+    path = release.image_path(root, first_train_id(root))
     path.write_bytes(path.read_bytes()[:3000])
     return path
 
@@ -202,7 +204,7 @@ def third_batch_id(root, stream):
 
 
 def truncate_to_a_third(root, image_id):
-    path = layout.image_path(root, image_id)
+    path = release.image_path(root, image_id)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     return path
 
@@ -309,13 +311,13 @@ def test_unusable_photo_for_visualize(kind, trained_run, tmp_path, capsys, monke
 
 
 def test_nan_loss_stops_training_with_a_clear_message(demo_root, tmp_path, capsys, monkeypatch):
-    get_batch = CelebAMaskHQ.batch  # what training's stream reads
+    make = BatchMaker.make  # what training's worker threads run
 
     def poisoned(self, index, epoch):
-        images, *rest = get_batch(self, index, epoch)
-        return (images * np.nan, *rest)
+        (images, *rest), bad_samples = make(self, index, epoch)
+        return (images * np.nan, *rest), bad_samples
 
-    monkeypatch.setattr(CelebAMaskHQ, "batch", poisoned)
+    monkeypatch.setattr(BatchMaker, "make", poisoned)
     run_dir = tmp_path / "run"
     arguments = tiny_train_args(demo_root, run_dir, *ONE_BATCH)
     assert train.main(arguments) == 1
@@ -336,17 +338,17 @@ def advised_options(error_line):
 def test_the_advice_after_a_divergence_works(
     diverged_epoch, demo_root, tmp_path, capsys, monkeypatch
 ):
-    get_batch = CelebAMaskHQ.batch
+    make = BatchMaker.make
     poison = [True]  # what following the advice fixes (here, as with bad data, the batches)
 
     def poisoned(self, index, epoch):
-        images, *rest = get_batch(self, index, epoch)
+        (images, *rest), bad_samples = make(self, index, epoch)
         images = images.astype("float32")  # one dtype for every batch (tf.data casts to it)
-        if self.shuffle and epoch + 1 >= diverged_epoch and poison[0]:  # training batches
+        if self.options.shuffle and epoch + 1 >= diverged_epoch and poison[0]:  # training
             images = images * np.nan
-        return (images, *rest)
+        return (images, *rest), bad_samples
 
-    monkeypatch.setattr(CelebAMaskHQ, "batch", poisoned)
+    monkeypatch.setattr(BatchMaker, "make", poisoned)
     arguments = tiny_train_args(demo_root, tmp_path / "run", *ONE_BATCH, "--epochs=2")
     assert train.main(arguments) == 1
     error = capsys.readouterr().err.strip()

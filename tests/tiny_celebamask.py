@@ -7,9 +7,9 @@ A module rather than a conftest.py in tests/data/: every conftest.py is imported
 import numpy as np
 from PIL import Image
 
-from faceparsing.data import layout
+from faceparsing.data import release
 
-SIZE = layout.MASK_SIZE
+SIZE = release.MASK_SIZE
 
 
 def box(top, left, bottom, right):
@@ -33,18 +33,18 @@ def save_mask(path, mask, mode="RGB"):
 
 def write_sample(root, image_id, parts, mode="RGB", image=True):
     for part, mask in parts.items():
-        save_mask(layout.part_path(root, image_id, part), mask, mode)
+        save_mask(release.part_path(root, image_id, part), mask, mode)
     if image:
-        path = layout.image_path(root, image_id)
+        path = release.image_path(root, image_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.full((layout.IMAGE_SIZE, layout.IMAGE_SIZE, 3), 40 + image_id % 200, np.uint8)
+        pixels = np.full((release.IMAGE_SIZE, release.IMAGE_SIZE, 3), 40 + image_id % 200, np.uint8)
         Image.fromarray(pixels).save(path, quality=90)
 
 
 def write_mapping(root, orig_by_id):
     lines = ["idx orig_idx orig_file"]
     lines += [f"{k} {orig} {orig + 1:06d}.jpg" for k, orig in orig_by_id.items()]
-    (root / layout.MAPPING_FILE).write_text("\n".join(lines) + "\n")
+    (root / release.MAPPING_FILE).write_text("\n".join(lines) + "\n")
 
 
 FACE_PARTS = {

@@ -1,139 +1,173 @@
-"""How a batch is made: the sample and batch logic of `CelebAMaskHQ`, without Keras.
+"""How a batch is made, without Keras: `BatchOptions` and `BatchMaker`.
 
-`SampleBatches` holds everything a batch depends on (ids, sizes, seed, class
-weights, the layout or the label cache), so a worker process can build the
-same batches as the dataset it was copied from (`CelebAMaskHQ.batch_maker`)
-without importing Keras, TensorFlow or JAX.
+A batch is a pure function of (seed, epoch, batch index): the epoch's order is a
+permutation seeded by (seed, epoch), each sample's augmentation draws from a generator
+seeded by (seed, epoch, image id), and a bad sample is replaced by the next readable
+one in `ids`. So any thread or process builds the same arrays, in any order, and a
+resumed run gets the batches an uninterrupted one would. A maker is picklable: a worker
+process receives it once.
 """
 
-import logging
+import dataclasses
 import math
 
 import numpy as np
 
+from faceparsing.classes import CELEBAMASK_HQ, ClassSet
 from faceparsing.data.augment import augment_sample
 from faceparsing.data.class_weights import per_image_pixel_weights, pixel_weights
-from faceparsing.data.samples import encode_targets, load_image, load_label, resize_label
 from faceparsing.errors import DatasetError
 
-logger = logging.getLogger(__name__)
-
-# What a batch depends on: the attributes a worker process's copy carries.
-STATE_KEYS = (
-    "root", "split", "ids", "batch_size", "image_size", "target", "class_weights",
-    "max_weight", "augment", "shuffle", "seed", "skip_bad_samples", "drop_remainder",
-    "epoch", "bad_samples", "_label_cache", "_class_weight_vector", "layout", "class_set",
-    "num_classes", "_label_table",
-)  # fmt: skip
+# Target encodings of a label map: integer ids (sparse cross-entropy) or one-hot.
+TARGETS = ("integer", "onehot")
 
 
-class SampleBatches:
-    """Batches as a pure function of (seed, epoch, batch index); see `CelebAMaskHQ`.
+@dataclasses.dataclass(frozen=True, eq=False)
+class BatchOptions:
+    """Everything a batch depends on besides the layout and the ids.
 
-    A bare instance (`from_state`) is what a worker process runs: called with
-    `(index, epoch)` it returns the batch and the bad samples it met.
+    Attributes:
+        batch_size: int. Images per batch (per process: see `num_processes`).
+        image_size: int. Side S of the square inputs.
+        target: str. "integer" or "onehot".
+        augment: bool. Flip (left/right ids swapped), scale, crop, rotate, colour.
+        shuffle: bool. A new order every epoch.
+        seed: int. Seed of the order and the augmentation.
+        drop_remainder: bool. Leave out the last, smaller batch.
+        pad: bool. Fill every batch up to `batch_size` with copies of weight 0, the
+            real images weighted so that Keras' mean over batches is the mean over
+            images (validation split over several devices or processes).
+        skip_bad_samples: bool. Replace an unreadable sample instead of raising.
+        class_weights: None, "per_image" or a float32 vector of one weight per class.
+        max_weight: float or None. Upper bound of "per_image" weights.
+        label_table: None or a (256,) uint8 array remapping ids (`class_map`).
+        class_set: ClassSet. The classes of the targets (after `label_table`).
+        num_processes: int. Processes sharing every global batch of
+            `batch_size * num_processes` images.
+        process_id: int. Which slice of each global batch this process loads.
     """
 
-    @classmethod
-    def from_state(cls, state):
-        maker = cls.__new__(cls)
-        maker.__dict__.update(state)
-        maker._order_cache = None
-        return maker
+    batch_size: int = 8
+    image_size: int = 512
+    target: str = "integer"
+    augment: bool = False
+    shuffle: bool = True
+    seed: int = 0
+    drop_remainder: bool = False
+    pad: bool = False
+    skip_bad_samples: bool = False
+    class_weights: object = None
+    max_weight: float = None
+    label_table: np.ndarray = None
+    class_set: ClassSet = CELEBAMASK_HQ
+    num_processes: int = 1
+    process_id: int = 0
 
-    @property
-    def is_packed(self):
-        """True when the samples come from a packed folder."""
-        return self.layout.kind == "packed"
 
-    def state(self):
-        """The attributes a copy needs (see `STATE_KEYS`); picklable."""
-        return {key: getattr(self, key) for key in STATE_KEYS}
+class BatchMaker:
+    """The batches of `ids` of `layout` under `options`: `batch(index, epoch)`.
+
+    Called as `maker((index, epoch))` (what a worker runs) it returns the batch and
+    the bad samples it skipped, `[(image id, reason)]`, for the caller to record.
+    """
+
+    def __init__(self, layout, ids, options):
+        self.layout = layout
+        self.ids = list(ids)
+        self.options = options
+        self._order = None  # (epoch, permutation) of the last epoch asked
 
     def __call__(self, request):
-        index, epoch = request
-        known = len(self.bad_samples)
-        batch = self.batch(index, epoch)
-        return batch, self.bad_samples[known:]
+        return self.make(*request)
 
-    def receive(self, reply):
-        """The batch of a worker's `reply`, recording the bad samples it met here."""
-        batch, bad_samples = reply
-        for image_id, message in bad_samples:
-            self._record_bad_sample(image_id, message)
-        return batch
+    @property
+    def global_batch_size(self):
+        return self.options.batch_size * self.options.num_processes
+
+    def __len__(self):
+        if self.options.drop_remainder and not self.options.pad:
+            return len(self.ids) // self.global_batch_size
+        return math.ceil(len(self.ids) / self.global_batch_size)
 
     def order(self, epoch):
         """Positions in `ids` in the order of `epoch` (a permutation when shuffling)."""
-        cached = self._order_cache  # one tuple read: safe with worker threads
+        cached = self._order  # one read: safe with worker threads
         if cached is not None and cached[0] == epoch:
             return cached[1]
         order = np.arange(len(self.ids))
-        if self.shuffle:
-            np.random.default_rng((self.seed, int(epoch))).shuffle(order)
-        self._order_cache = (epoch, order)
+        if self.options.shuffle:
+            np.random.default_rng((self.options.seed, int(epoch))).shuffle(order)
+        self._order = (epoch, order)
         return order
 
-    def __len__(self):
-        if self.drop_remainder:
-            return len(self.ids) // self.batch_size
-        return math.ceil(len(self.ids) / self.batch_size)
-
-    def batch(self, index, epoch):
-        """Batch `index` of `epoch`: the same arrays whenever and wherever it is built."""
+    def make(self, index, epoch):
+        """`(batch, bad samples)`: batch `index` of `epoch`, the same arrays whenever and
+        wherever it is built. A batch is `(x, y)`, or `(x, y, w)` with class weights or
+        padding (see `faceparsing.data.dataset.CelebAMaskHQ`)."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range 0..{len(self) - 1}")
-        positions = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
-        samples = [self._load_readable_sample(position, epoch) for position in positions]
-        # Compact batches: a quarter of float32's bytes in host memory, between
-        # threads and on the way to the device, where the model casts them.
+        options, bad = self.options, []
+        start = index * self.global_batch_size + options.process_id * options.batch_size
+        positions = self.order(epoch)[start : start + options.batch_size]
+        samples = [self._readable_sample(position, epoch, bad) for position in positions]
+        real = len(samples)
+        if options.pad and real < options.batch_size:
+            filler = samples[0] if samples else self._readable_sample(0, epoch, bad)
+            samples += [filler] * (options.batch_size - real)
+        # Compact batches: a quarter of float32's bytes in memory and on the way to the
+        # device, where the model casts them.
         images = np.stack([image for image, _ in samples])
         labels = np.stack([label for _, label in samples])
-        targets = encode_targets(labels, self.target, self.num_classes)
-        if self.class_weights is None:
-            return images, targets
-        return images, targets, self._pixel_weights(labels)
+        batch = (images, encode_targets(labels, options.target, options.class_set.num_classes))
+        weights = self._pixel_weights(labels)
+        if options.pad:
+            image_weight = len(self) * self.global_batch_size / len(self.ids)
+            per_image = np.where(np.arange(options.batch_size) < real, image_weight, 0.0)
+            weights = np.ones(labels.shape, np.float32) if weights is None else weights
+            weights = (weights * per_image[:, None, None]).astype(np.float32)
+        return (batch if weights is None else (*batch, weights)), bad
 
-    def load_sample(self, image_id, epoch=None):
-        """Return one `(image, label)` pair as uint8 arrays (S, S, 3) and (S, S).
-
-        Augmented with the generator of (seed, epoch, image_id); `epoch`
-        defaults to the current one.
-        """
-        if self.is_packed:  # one record, two small decodes (the fast one when augmenting)
-            image, label = self.layout.load_sample(image_id, self.image_size, self.augment)
-        else:
-            image = load_image(self.layout, image_id, self.image_size)
-            label = resize_label(
-                load_label(self.layout, image_id, self._label_cache), self.image_size
-            )
-        if self._label_table is not None:  # class_map: nearest resizing and remapping commute
-            label = self._label_table[label]
-        if self.augment:
-            epoch = self.epoch if epoch is None else int(epoch)
-            rng = np.random.default_rng((self.seed, epoch, image_id))
-            image, label = augment_sample(image, label, rng, self.class_set)
+    def sample(self, image_id, epoch):
+        """`(image, label)` of one id as uint8 arrays (S, S, 3) and (S, S), augmented with
+        the generator of (seed, epoch, image_id)."""
+        options = self.options
+        image, label = self.layout.load_sample(image_id, options.image_size, options.augment)
+        if options.label_table is not None:  # nearest resizing and remapping commute
+            label = options.label_table[label]
+        if options.augment:
+            rng = np.random.default_rng((options.seed, int(epoch), image_id))
+            image, label = augment_sample(image, label, rng, options.class_set)
         return image, label
 
-    def _load_readable_sample(self, position, epoch):
-        # A bad sample is replaced by the next readable one in split order, so
-        # the substitution is the same whatever worker loads it.
+    def _readable_sample(self, position, epoch, bad):
+        # A bad sample is replaced by the next readable one in `ids` order, so the
+        # substitution is the same whatever worker loads it.
         for attempt in range(len(self.ids)):
             image_id = self.ids[(position + attempt) % len(self.ids)]
             try:
-                return self.load_sample(image_id, epoch)
+                return self.sample(image_id, epoch)
             except DatasetError as error:
-                if not self.skip_bad_samples:
+                if not self.options.skip_bad_samples:
                     raise
-                self._record_bad_sample(image_id, error)
-        raise DatasetError(f"no readable sample left in split {self.split!r} of {self.root}")
-
-    def _record_bad_sample(self, image_id, error):
-        if image_id not in {bad_id for bad_id, _ in self.bad_samples}:
-            logger.warning("skipping bad sample %d: %s", image_id, error)
-            self.bad_samples.append((image_id, str(error)))
+                bad.append((image_id, str(error)))
+        raise DatasetError(
+            f"no readable sample left among the {len(self.ids)} of {self.layout.root}"
+        )
 
     def _pixel_weights(self, labels):
-        if self.class_weights == "per_image":
-            return per_image_pixel_weights(labels, self.max_weight, self.num_classes)
-        return pixel_weights(labels, self._class_weight_vector)
+        weights = self.options.class_weights
+        if weights is None:
+            return None
+        if isinstance(weights, str):  # "per_image"
+            return per_image_pixel_weights(
+                labels, self.options.max_weight, self.options.class_set.num_classes
+            )
+        return pixel_weights(labels, weights)
+
+
+def encode_targets(labels, target, num_classes):
+    """Integer labels (B, H, W) as the model's targets: uint8 ids or uint8 one-hot
+    (Keras' losses and the metric cast them)."""
+    if target == "onehot":
+        return np.eye(num_classes, dtype=np.uint8)[labels]
+    return labels.astype(np.uint8, copy=False)

@@ -12,7 +12,6 @@ import numpy as np
 
 from faceparsing.classes import NUM_CLASSES
 from faceparsing.data.layout import open_layout
-from faceparsing.data.samples import LabelCache, load_label
 from faceparsing.errors import ConfigError
 from faceparsing.files import atomic_write_text
 
@@ -127,7 +126,7 @@ def training_class_counts(root, ids=None, cache_dir=None, label_table=None, num_
         label_table: (256,) uint8 array or None. Remaps ids (`class_map`) before counting.
         num_classes: int or None. Classes counted. Defaults to the dataset's.
     """
-    layout = open_layout(root)
+    layout = open_layout(root, cache_dir=cache_dir)
     num_classes = num_classes or layout.class_set.num_classes
     ids = [int(image_id) for image_id in (layout.split_ids("train") if ids is None else ids)]
     names = [layout.sample_name(image_id) for image_id in ids]
@@ -139,10 +138,9 @@ def training_class_counts(root, ids=None, cache_dir=None, label_table=None, num_
     counts_path = Path(cache_dir) / f"class_counts_{key[:16]}.json" if cache_dir else None
     counts = _read_counts_file(counts_path, key, num_classes) if counts_path else None
     if counts is None:
-        label_cache = LabelCache(layout.root, cache_dir) if cache_dir else None
         counts = np.zeros(num_classes, dtype=np.int64)
         for image_id in ids:
-            label = load_label(layout, image_id, label_cache)
+            label = layout.load_label(image_id)
             if label_table is not None:
                 label = label_table[label]
             counts += class_pixel_counts(label, num_classes)

@@ -1,10 +1,13 @@
-"""The Keras dataset: batches of CelebAMask-HQ images and targets for `model.fit`."""
+"""The Keras dataset: batches of face images and label maps, which `model.fit` reads."""
+
+import logging
+import threading
 
 import keras
 import numpy as np
 
 from faceparsing.classes import remap
-from faceparsing.data.batches import SampleBatches
+from faceparsing.data.batches import TARGETS, BatchMaker, BatchOptions
 from faceparsing.data.class_weights import (
     WEIGHT_SCHEMES,
     check_weight_vector,
@@ -12,63 +15,65 @@ from faceparsing.data.class_weights import (
     training_class_counts,
 )
 from faceparsing.data.layout import open_layout
-from faceparsing.data.samples import TARGETS, LabelCache
+from faceparsing.data.loader import Pool, Prefetcher
 from faceparsing.errors import ConfigError, DatasetError, record_batch_errors
 
+logger = logging.getLogger(__name__)
 
-class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
-    """Batches of CelebAMask-HQ images and label maps for `model.fit`.
 
-    Batches are `(x, y)`, or `(x, y, w)` when `class_weights` is set:
-    x uint8 (B, S, S, 3) RGB in [0, 255] (the model casts and does its own
-    preprocessing); y uint8 (B, S, S) ids for target="integer" or uint8
-    (B, S, S, 19) for target="onehot"; w float32 (B, S, S) per-pixel class
-    weights (see `class_weights`). The last batch may be smaller unless
-    `drop_remainder` is set.
+class CelebAMaskHQ(keras.utils.PyDataset):
+    """Batches of face images and label maps for `model.fit` (any layout, see below).
 
-    Shuffling and augmentation are a pure function of (seed, epoch, batch
-    index): each sample has its own generator seeded by (seed, epoch,
-    image_id), so `batch(index, epoch)` gives the same arrays in any thread or
-    process, in any order. `dataset[index]` uses the current `epoch`, which
-    `on_epoch_end` advances (for a plain `fit` on this dataset); training runs
-    feed `fit` through `faceparsing.data.stream.TrainingStream`, which numbers
-    epochs itself.
+    Batches are `(x, y)`, or `(x, y, w)` with `class_weights` or `pad`: x uint8
+    (B, S, S, 3) RGB in [0, 255] (the model casts and does its own preprocessing);
+    y uint8 (B, S, S) ids for target="integer" or uint8 (B, S, S, C) for "onehot";
+    w float32 (B, S, S) per-pixel weights. The last batch may be smaller unless
+    `drop_remainder` (or `pad`) is set.
+
+    A batch is a pure function of (seed, epoch, batch index) (`batches.BatchMaker`):
+    the same arrays in any thread or process, whether a run goes straight through or
+    resumes. `dataset[i]` is batch i of the current `epoch`, which `on_epoch_end`
+    advances and `set_epoch` sets; `FollowEpochs` keeps it equal to `fit`'s epoch.
+
+    With `workers`, the next batches of the epoch build on that many threads or
+    processes while the model trains on the current one (Keras' own enqueuer stays
+    off); read in order, as `fit` does with `shuffle=False`. `close()` stops them.
 
     Args:
-        root: str, Path or layout object. Dataset root in CelebAMask-HQ's
-            release layout or LaPa's, or a packed folder (`data_generator.py
-            pack`, recognised by its manifest); see `faceparsing.data.layout`.
-        split: str. "train", "val", "test" or "all" (official split).
-            Defaults to "train".
-        batch_size: int. Defaults to 8.
+        root: str, Path or layout. CelebAMask-HQ's release, LaPa's layout or your own
+            labelled folder, or a packed folder (see `faceparsing.data.layout`).
+        split: str. "train", "val", "test" or "all" (the official split). Defaults to "train".
+        batch_size: int. Images per batch (per process with `num_processes`). Defaults to 8.
         image_size: int. Side S of the square inputs. Defaults to 512.
         target: str. "integer" or "onehot". Defaults to "integer".
-        class_weights: None, one of `WEIGHT_SCHEMES`, or 19 floats. Frequency
-            schemes turn the pixel counts of this dataset's `ids` (computed
-            once, cached in `cache_dir`) into one fixed weight per class,
-            scaled so the average pixel weight over those ids is 1 and then
-            clipped at `max_weight`; a pixel's weight is its class's weight,
-            whatever its batch-mates. "per_image" weighs each image by its own
-            counts. Defaults to None (no weights).
-        augment: bool. Random flip (with left/right swap), scale, crop/pad,
-            rotation and colour jitter. Defaults to False.
-        shuffle: bool. Reshuffle the order every epoch. Defaults to True.
-        seed: int. Seed of shuffling and augmentation. Defaults to 0.
-        cache_dir: str, Path or None. Where merged labels (and the training
-            class counts) are cached. Defaults to None (merge every time).
-        ids: list of int or None. Overrides the split's ids (see `shard`).
-        skip_bad_samples: bool. If True, an unreadable sample is logged,
-            recorded in `bad_samples` and replaced by the next readable one
-            of the split; if False it raises `DatasetError`. Defaults to False.
-        max_weight: float or None. Upper bound of every pixel weight.
+        class_weights: None, one of `WEIGHT_SCHEMES`, or one float per class. Frequency
+            schemes turn the pixel counts of `ids` (computed once, cached in `cache_dir`)
+            into one weight per class, scaled so that the average pixel weight is 1, then
+            clipped at `max_weight`; "per_image" weighs each image by its own counts.
             Defaults to None.
-        drop_remainder: bool. Leave out the last, smaller batch (training:
-            every step has the same shape). Defaults to False.
+        augment: bool. Random flip (with left/right swap), scale, crop/pad, rotation and
+            colour jitter. Defaults to False.
+        shuffle: bool. A new order every epoch. Defaults to True.
+        seed: int. Seed of the order and the augmentation. Defaults to 0.
+        cache_dir: str, Path or None. Where merged labels and class counts are cached.
+            Defaults to None.
+        ids: list of int or None. Overrides the split's ids.
+        skip_bad_samples: bool. An unreadable sample is logged, recorded in `bad_samples`
+            and replaced by the next readable one; otherwise `DatasetError`. Defaults to False.
+        max_weight: float or None. Upper bound of every pixel weight. Defaults to None.
+        drop_remainder: bool. Leave out the last, smaller batch. Defaults to False.
         class_map: dict, str or None. Merges or drops the data's classes
-            (`faceparsing.classes.remap`); `class_set` is the result.
-            Defaults to None (the data's own classes).
-        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of
-            `keras.utils.PyDataset`.
+            (`faceparsing.classes.remap`); `class_set` is the result. Defaults to None.
+        workers: int. Threads or processes building batches ahead; 0 builds each batch
+            in the thread that asks. Defaults to 0.
+        worker_type: str. "threads" or "processes". Defaults to "threads".
+        steps_per_epoch: int or None. Batches per epoch, if not one pass: epochs then go
+            on through the passes, with no sample skipped or repeated. Defaults to None.
+        num_processes: int. Processes of a multi-host job; each loads its own slice
+            of every global batch of `batch_size * num_processes`. Defaults to 1.
+        process_id: int. This process's slice. Defaults to 0.
+        pad: bool. Every batch full, padding of weight 0 (see `batches.BatchOptions`).
+            Defaults to False.
 
     Example:
     ```python
@@ -78,101 +83,143 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
     """
 
     def __init__(
-        self,
-        root,
-        split="train",
-        batch_size=8,
-        image_size=512,
-        target="integer",
-        class_weights=None,
-        augment=False,
-        shuffle=True,
-        seed=0,
-        cache_dir=None,
-        ids=None,
-        skip_bad_samples=False,
-        max_weight=None,
-        drop_remainder=False,
-        class_map=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        _check_positive_int("batch_size", batch_size)
-        _check_positive_int("image_size", image_size)
+        self, root, split="train", batch_size=8, image_size=512, target="integer",
+        class_weights=None, augment=False, shuffle=True, seed=0, cache_dir=None, ids=None,
+        skip_bad_samples=False, max_weight=None, drop_remainder=False, class_map=None,
+        workers=0, worker_type="threads", steps_per_epoch=None, num_processes=1, process_id=0,
+        pad=False, **kwargs,
+    ):  # fmt: skip
+        if kwargs.get("use_multiprocessing"):
+            raise ConfigError(
+                "use_multiprocessing is not supported: set worker_type='processes' (spawned "
+                "workers; forked ones can hang JAX and TensorFlow)"
+            )
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("image_size", image_size),
+                            ("num_processes", num_processes)):  # fmt: skip
+            _check_positive_int(name, value)
         if target not in TARGETS:
             raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
-        self.layout = open_layout(root)
-        self.root = self.layout.root
-        self.split = split
+        if not 0 <= process_id < num_processes:
+            raise ConfigError(f"process_id must lie in 0..{num_processes - 1}, got {process_id!r}")
+        self.layout = open_layout(root, cache_dir=cache_dir)
+        self.root, self.split = self.layout.root, split
+        self.cache_dir = cache_dir or self.layout.cache_dir
         self.ids = list(self.layout.split_ids(split) if ids is None else ids)
         if not self.ids:
-            raise DatasetError(f"split {split!r} of {root} has no images")
-        self.batch_size = batch_size
-        self.image_size = image_size
-        self.class_map = class_map
-        self.class_set, self._label_table = self.layout.class_set, None
-        if class_map:
-            self.class_set, self._label_table = remap(self.layout.class_set, class_map)
-        self.num_classes = self.class_set.num_classes
-        self.target = target
-        self.class_weights = class_weights
-        self.max_weight = max_weight
-        self.augment = augment
-        self.shuffle = shuffle
-        self.seed = seed
-        self.cache_dir = cache_dir
-        self.skip_bad_samples = skip_bad_samples
-        self.drop_remainder = bool(drop_remainder)
-        if self.drop_remainder and len(self.ids) < batch_size:
-            raise DatasetError(
-                f"split {split!r} of {root} has {len(self.ids)} images, fewer than one batch of "
-                f"{batch_size}; lower batch_size"
-            )
-        self.bad_samples = []
-        self._pydataset_kwargs = kwargs
+            raise DatasetError(f"split {split!r} of {self.root} has no images")
         if self.layout.kind == "packed":  # fail now, not in a worker, on a damaged shard
-            self.layout.pack.check_ids(self.ids)
-        # Only CelebAMask-HQ merges its labels (18 part files): a packed folder
-        # or a label PNG is read as it is.
-        merged_labels = cache_dir and self.layout.kind == "celebamask_hq"
-        self._label_cache = LabelCache(self.root, cache_dir) if merged_labels else None
-        self._class_weight_vector = self._resolve_class_weights(class_weights)
-        self._order_cache = None
-        self.set_epoch(0)
-
-    def shard(self, num_shards, index):
-        """Return a dataset over every `num_shards`-th id starting at `index`."""
-        _check_positive_int("num_shards", num_shards)
-        if not 0 <= index < num_shards:
-            raise ConfigError(f"index must lie in 0..{num_shards - 1}, got {index!r}")
-        # A shard keeps the whole dataset's class weights (counted over all its ids).
-        weights = self.class_weights
-        if self._class_weight_vector is not None:
-            weights = self._class_weight_vector
-        return CelebAMaskHQ(
-            self.layout, self.split, self.batch_size, self.image_size, self.target,
-            weights, self.augment, self.shuffle, self.seed, self.cache_dir,
-            ids=self.ids[index::num_shards], skip_bad_samples=self.skip_bad_samples,
-            max_weight=self.max_weight, drop_remainder=self.drop_remainder,
-            class_map=self.class_map, **self._pydataset_kwargs,
+            problems = self.layout.problems(self.ids)
+            if problems:
+                raise DatasetError(problems[0])
+        self.class_set, label_table = self.layout.class_set, None
+        if class_map:
+            self.class_set, label_table = remap(self.layout.class_set, class_map)
+        self.num_classes = self.class_set.num_classes
+        self.class_weight_vector = self._resolve_class_weights(
+            class_weights, max_weight, label_table
+        )
+        weights = "per_image" if class_weights == "per_image" else self.class_weight_vector
+        self.options = BatchOptions(
+            batch_size, image_size, target, augment, shuffle, seed, drop_remainder, pad,
+            skip_bad_samples, weights, max_weight, label_table, self.class_set, num_processes,
+            process_id,
         )  # fmt: skip
+        self.maker = BatchMaker(self.layout, self.ids, self.options)
+        if not len(self.maker):
+            raise DatasetError(
+                f"split {split!r} of {self.root} has {len(self.ids)} images, fewer than one batch of "
+                f"{self.maker.global_batch_size}; lower batch_size"
+            )
+        self.steps_per_epoch = steps_per_epoch
+        # Not Keras' `workers`, which would start its own enqueuer on top of these.
+        self.num_workers, self.worker_type = int(workers), worker_type
+        self.epoch = 0
+        self.bad_samples = []
+        self._prefetcher, self._last_read, self._recent = None, None, {}
+        self._lock = threading.Lock()
+
+    batch_size = property(lambda self: self.options.batch_size)
+    image_size = property(lambda self: self.options.image_size)
+    skip_bad_samples = property(lambda self: self.options.skip_bad_samples)
+
+    def __len__(self):
+        return self.steps_per_epoch or len(self.maker)
+
+    @property
+    def num_batches(self):
+        return len(self)
 
     def set_epoch(self, epoch):
-        """Set the epoch that `dataset[index]` uses (e.g. when resuming)."""
+        """Set the epoch that `dataset[index]` reads (e.g. when resuming)."""
         self.epoch = int(epoch)
 
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
 
+    def order(self, epoch):
+        """Positions in `ids` in the order of `epoch`."""
+        return self.maker.order(epoch)
+
+    def batch(self, index, epoch):
+        """Batch `index` of pass `epoch` over the data, built in this thread."""
+        return self._receive(self.maker.make(index, epoch))
+
     @record_batch_errors  # Keras may read it through tf.data, which wraps errors
     def __getitem__(self, index):
-        return self.batch(index, self.epoch)
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index {index} out of range 0..{len(self) - 1}")
+        request = self._locate(self.epoch, index)
+        if request in self._recent:  # Keras reads the first two batches twice
+            return self._recent[request]
+        if self.num_workers < 1:
+            return self._remember(request, self.batch(*request))
+        with self._lock:
+            if self._prefetcher is None:
+                pool = Pool(self.maker, self.num_workers, self.worker_type)
+                self._prefetcher = Prefetcher(pool, depth=2 * self.num_workers)
+            # Read in order, the next batches of the epoch build ahead; read out of order
+            # (Keras' first peek, a shuffled fit), nothing is built ahead.
+            in_order = index == 0 or self._last_read == (self.epoch, index - 1)
+            self._last_read = (self.epoch, index)
+            ahead = range(index + 1, min(len(self), index + 1 + self._prefetcher.depth))
+        upcoming = [self._locate(self.epoch, later) for later in ahead] if in_order else []
+        return self._remember(request, self._receive(self._prefetcher.get(request, upcoming)))
 
-    def batch_maker(self):
-        """A Keras-free copy that builds the same batches (for worker processes)."""
-        return SampleBatches.from_state(self.state())
+    def _remember(self, request, batch):
+        # `fit` reads batches 0 and 1 for their shapes before its epoch reads them again.
+        self._recent = {**dict(list(self._recent.items())[-1:]), request: batch}
+        return batch
 
-    def _resolve_class_weights(self, class_weights):
+    def _locate(self, epoch, index):
+        """The (batch index, pass) over the data of batch `index` of epoch `epoch`: with
+        `steps_per_epoch`, epochs run on through the passes."""
+        data_pass, position = divmod(epoch * len(self) + index, len(self.maker))
+        return position, data_pass
+
+    def _receive(self, reply):
+        batch, bad = reply
+        with self._lock:
+            known = {image_id for image_id, _ in self.bad_samples}
+            for image_id, message in bad:
+                if image_id not in known:
+                    logger.warning("skipping bad sample %d: %s", image_id, message)
+                    self.bad_samples.append((image_id, message))
+                    known.add(image_id)
+        return batch
+
+    def close(self):
+        """Stop the workers (batches built ahead are dropped); later reads raise."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _resolve_class_weights(self, class_weights, max_weight, label_table):
         if class_weights is None or class_weights == "per_image":
             return None
         if isinstance(class_weights, str):
@@ -182,11 +229,23 @@ class CelebAMaskHQ(SampleBatches, keras.utils.PyDataset):
                     f"{self.num_classes} floats, got {class_weights!r}"
                 )
             counts = training_class_counts(
-                self.layout, self.ids, self.cache_dir, self._label_table, self.num_classes
+                self.layout, self.ids, self.cache_dir, label_table, self.num_classes
             )
-            return class_weights_from_counts(counts, class_weights, self.max_weight)
+            return class_weights_from_counts(counts, class_weights, max_weight)
         vector = check_weight_vector(class_weights, self.num_classes)
-        return vector if self.max_weight is None else np.minimum(vector, self.max_weight)
+        return vector if max_weight is None else np.minimum(vector, max_weight)
+
+
+class FollowEpochs(keras.callbacks.Callback):
+    """Keeps `dataset.epoch` equal to the epoch `fit` begins (counted from the run's
+    start, `initial_epoch` included), however often Keras calls `on_epoch_end`."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.set_epoch(epoch)
 
 
 def _check_positive_int(name, value):

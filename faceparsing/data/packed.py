@@ -1,12 +1,11 @@
-"""Packed CelebAMask-HQ: each split in a few ArrayRecord shards, read at the model's speed.
+"""Packed data: each split in a few ArrayRecord shards, read at the model's speed.
 
-`python data_generator.py pack --data_root R --out P` decodes every image of
-the release once, resizes it to the packed size as the dataset would, and
-stores it re-encoded as a JPEG of quality `JPEG_QUALITY` beside its merged
-label map (lossless: run-length coded) and its id. A packed folder then works wherever a
-release `data_root` does (it is recognised by its `manifest.json`): a sample
-costs one small JPEG decode and one run-length expansion, read from shard files that
-stay open, instead of a 1024x1024 decode plus 18 mask files.
+`python data_generator.py pack` (and `pack_cache`, the pack at the training size that
+`train.py` writes on first use) decodes every image once at the packed size and stores
+it with its label map (`packing.py` writes; this module reads). A sample then costs
+one small JPEG decode and one run-length expansion from shard files that stay open,
+instead of a 1024x1024 decode and 18 mask files; the measured costs are in
+docs/performance.md.
 
 ```
 P/manifest.json                        written last: format, source, sizes, shards, checksums
@@ -14,27 +13,20 @@ P/pack_plan.json                       the settings and shard assignment (for re
 P/{split}-{k:05d}-of-{n:05d}.array_record   one record per sample
 ```
 
-Record layout (little-endian): b"FPK2", uint32 image id, uint32 JPEG length,
-the JPEG (RGB, the packed size), then the label map run-length coded and
-deflated: zlib(uint32 run count n, n uint8 ids, n uint16 run lengths), the runs
-over the row-major ids (a run longer than 65,535 pixels is cut in pieces).
-A face's label map is a few thousand runs, so rebuilding it is one
-`np.repeat`: 0.05 ms at 512x512 against 0.3-0.4 ms to inflate the raw ids
-(format version 1, b"FPK1": still read) and 1.2-1.7 ms for cv2's PNG decode,
-for ~3 KB a label beside a ~75 KB JPEG (measured on the 2-core machine).
+Record layout (little-endian): b"FPK2", uint32 image id, uint32 JPEG length, the JPEG
+(RGB, the packed size), then the label map run-length coded and deflated: zlib(uint32
+run count n, n uint8 ids, n uint16 run lengths), the runs over the row-major ids (a run
+longer than 65,535 pixels is cut in pieces). Format version 1 (b"FPK1", zlib of the raw
+ids) is still read.
 
-Why ArrayRecord: it is the maintained random-access format of the JAX
-ecosystem (what grain reads), reads record i of a shard by index without a
-separate index file, and needs neither TensorFlow nor JAX to read or write
-(`array_record` alone, 0.3 s to import). Grain itself is not used to read: its
-import pulls in JAX, and the stream's batches are already a pure function of
-(seed, batch number), which its samplers would only duplicate.
+ArrayRecord is the random-access format of the JAX ecosystem (what grain reads): record
+i of a shard is read by index without a separate index file, with neither TensorFlow
+nor JAX imported.
 """
 
 import functools
 import hashlib
 import json
-import logging
 import os
 import struct
 import threading
@@ -44,10 +36,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from faceparsing.errors import ConfigError, DatasetError
+from faceparsing.classes import CELEBAMASK_HQ, class_set_from_config
+from faceparsing.data.splits import check_split
+from faceparsing.errors import ConfigError, DatasetError, first_line
 from faceparsing.images import decode, resize_image, resize_nearest
-
-logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PLAN = "pack_plan.json"
@@ -83,17 +75,16 @@ _OPEN_LOCK = threading.Lock()
 
 
 def open_pack(root):
-    """The `Pack` of folder `root`, opened once per process (per manifest version)."""
+    """The `PackedLayout` of folder `root`, opened once per process (per manifest version)."""
     path = Path(root) / MANIFEST
     try:
         key = (str(path.resolve()), path.stat().st_mtime_ns)
     except FileNotFoundError:
         raise DatasetError(f"{root} is not a packed folder: {path} not found") from None
     with _OPEN_LOCK:
-        pack = _OPEN_PACKS.get(key)
-        if pack is None:
-            pack = _OPEN_PACKS[key] = Pack(root)
-    return pack
+        if key not in _OPEN_PACKS:
+            _OPEN_PACKS[key] = PackedLayout(root)
+        return _OPEN_PACKS[key]
 
 
 def encode_record(image_id, image, label, quality=JPEG_QUALITY):
@@ -162,21 +153,27 @@ def decode_record(record, where):
     return image_id, jpeg, (_LABEL_DECODERS[magic], view[_HEADER.size + jpeg_length :])
 
 
-class Pack:
-    """A packed folder opened for reading: its manifest, an id index and open shards.
-
-    Shards are opened once per thread (a reader is not shared between
-    threads) and stay open; a sample is one record read and two decodes.
-    Pickling keeps the folder only, so a worker process opens its own shards.
+class PackedLayout:
+    """A packed folder as a layout (see `layout.Layout`): the ids, classes and sample
+    names of what was packed, read from shards opened once per thread (a reader is not
+    shared between threads). Pickling keeps the folder only: a worker process opens its
+    own shards. `open_layout` recognises a packed folder by its manifest.
 
     Args:
         root: str or Path. The packed folder.
     """
 
+    kind = "packed"
+    cache_dir = None  # the pack holds merged labels
+
     def __init__(self, root):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
-        self.image_size = self.manifest["image_size"]
+        self.image_size = self.label_size = self.manifest["image_size"]
+        self.source_kind = self.manifest.get("layout", "celebamask_hq")
+        saved = self.manifest.get("class_set")
+        self.class_set = class_set_from_config(saved, str(self.root)) if saved else CELEBAMASK_HQ
+        self._names = self.manifest.get("names", {})
         self._where = {}  # image id -> (shard file, position)
         for split in self.manifest["splits"].values():
             for shard in split["shards"]:
@@ -192,41 +189,28 @@ class Pack:
 
     def split_ids(self, split):
         """Sorted ids of a packed split ("all": every packed split)."""
+        check_split(split)
         splits = self.manifest["splits"]
-        if split == "all":
-            names = list(splits)
-        elif split in splits:
-            names = [split]
-        else:
+        if split != "all" and split not in splits:
             raise DatasetError(
                 f"split {split!r} is not in the packed folder {self.root} (it holds "
                 f"{', '.join(splits) or 'none'}); pack it with --splits {split}"
             )
+        names = list(splits) if split == "all" else [split]
         return sorted(i for name in names for shard in splits[name]["shards"] for i in shard["ids"])
 
-    def check_ids(self, ids):
-        """Raise a one-line `DatasetError` if an id is not packed or its shard is damaged."""
-        missing = [image_id for image_id in ids if image_id not in self._where]
-        if missing:
-            raise DatasetError(
-                f"{len(missing)} image id(s) are not in the packed folder {self.root} "
-                f"(first: {missing[0]})"
-            )
-        files = {self._where[image_id][0] for image_id in ids}
-        for shard in self._shards():
-            if shard["file"] in files:
-                self._check_shard_file(shard)
+    def sample_name(self, image_id):
+        return self._names.get(str(image_id), str(image_id))
 
-    def load_sample(self, image_id, size, fast_decode=False):
+    def load_sample(self, image_id, size, fast=False):
         """`(image, label)`: (size, size, 3) uint8 RGB and (size, size) uint8 ids.
 
-        `fast_decode` (training batches, which colour jitter changes far more)
+        `fast` (augmented training batches, which colour jitter changes far more)
         decodes with libjpeg-turbo's fast DCT and upsampling where simplejpeg is
-        installed: 0.6 ms less a 512x512 sample, about 1 grey level from the
-        exact decode that evaluation uses.
+        installed, about 1 grey level from the exact decode that evaluation uses.
         """
         file, jpeg, packed_label = self._record(image_id)
-        image = _decode_rgb(jpeg, fast_decode)
+        image = _decode_rgb(jpeg, fast)
         if image is None or image.shape[:2] != (self.image_size, self.image_size):
             raise DatasetError(f"corrupt packed image {image_id} in {self.root / file}")
         label = self._inflate(image_id, file, packed_label)
@@ -235,10 +219,37 @@ class Pack:
             label = resize_nearest(label, (size, size))
         return image, label
 
+    def load_image(self, image_id, size):
+        return self.load_sample(image_id, size)[0]
+
     def load_label(self, image_id):
         """The label map of `image_id` at the packed size (the release's at 512)."""
         file, _, packed_label = self._record(image_id)
         return self._inflate(image_id, file, packed_label)
+
+    def problems(self, ids, full=False):
+        """Ids that are not packed and damaged shards: every shard's size against the
+        manifest (quick), also re-hashed (`full`)."""
+        ids = list(ids)
+        missing = [image_id for image_id in ids if image_id not in self._where]
+        if missing:
+            return [
+                f"{len(missing)} image id(s) are not in the packed folder {self.root} "
+                f"(first: {missing[0]})"
+            ]
+        files = {self._where[image_id][0] for image_id in ids}
+        found = []
+        for shard in self._shards():
+            if shard["file"] not in files:
+                continue
+            try:
+                self._check_shard_file(shard)
+            except DatasetError as error:
+                found.append(str(error))
+                continue
+            if full and file_sha256(self.root / shard["file"]) != shard["sha256"]:
+                found.append(f"packed shard {self.root / shard['file']}: checksum mismatch")
+        return found
 
     def _inflate(self, image_id, file, packed_label):
         decoder, data = packed_label
@@ -246,19 +257,6 @@ class Pack:
         if label is None:
             raise DatasetError(f"corrupt packed label {image_id} in {self.root / file}")
         return label
-
-    def verify(self):
-        """Problems found by re-hashing every shard (an empty list when intact)."""
-        problems = []
-        for shard in self._shards():
-            try:
-                self._check_shard_file(shard)
-            except DatasetError as error:
-                problems.append(str(error))
-                continue
-            if file_sha256(self.root / shard["file"]) != shard["sha256"]:
-                problems.append(f"packed shard {self.root / shard['file']}: checksum mismatch")
-        return problems
 
     def _shards(self):
         return [shard for split in self.manifest["splits"].values() for shard in split["shards"]]
@@ -284,13 +282,14 @@ class Pack:
             raise DatasetError(
                 f"image {image_id} is not in the packed folder {self.root}"
             ) from None
-        reader = self._reader(file)
         try:
-            record = reader.read([position])[0]
+            record = self._reader(file).read([position])[0]
+        except DatasetError:
+            raise
         except Exception as error:  # array_record raises plain RuntimeErrors
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise DatasetError(
-                f"cannot read sample {image_id} from packed shard {self.root / file}: {reason}"
+                f"cannot read sample {image_id} from packed shard {self.root / file}: "
+                f"{first_line(error)}"
             ) from None
         stored_id, jpeg, packed_label = decode_record(record, self.root / file)
         if stored_id != image_id:

@@ -13,7 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from faceparsing.data.layout import PackedLayout, open_layout
+from faceparsing.data.layout import open_layout
+from faceparsing.data.loader import Pool, usable_cpus
 from faceparsing.data.packed import (
     FORMAT,
     FORMAT_VERSION,
@@ -22,11 +23,11 @@ from faceparsing.data.packed import (
     PACKED_SPLITS,
     PLAN,
     SAMPLES_PER_SHARD,
+    PackedLayout,
     array_record,
     encode_record,
     file_sha256,
 )
-from faceparsing.data.samples import load_image, load_label, resize_label
 from faceparsing.errors import ConfigError
 from faceparsing.files import atomic_path, atomic_write_text, remove_stale_temp_files
 
@@ -40,8 +41,7 @@ class SampleEncoder:
         self.quality = quality
 
     def __call__(self, image_id):
-        image = load_image(self.layout, image_id, self.image_size)
-        label = resize_label(load_label(self.layout, image_id), self.image_size)
+        image, label = self.layout.load_sample(image_id, self.image_size)
         return encode_record(image_id, image, label, self.quality)
 
 
@@ -112,7 +112,7 @@ def pack(
         if not (out / shard["file"]).is_file()  # a shard file exists only once complete
     ]  # fmt: skip
     if todo:
-        _write_shards(layout, out, plan, todo, workers or _usable_cores(), progress)
+        _write_shards(layout, out, plan, todo, workers or usable_cpus(), progress)
     manifest = _manifest(out, plan)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
@@ -198,11 +198,9 @@ def _start_or_resume(out, plan):
 
 
 def _write_shards(layout, out, plan, shards, workers, progress):
-    from faceparsing.data.workers import ProcessPool
-
     encoder = SampleEncoder(layout, plan["image_size"], plan["jpeg_quality"])
     bar = _progress_bar(sum(len(shard["ids"]) for shard in shards), progress)
-    with ProcessPool(encoder, workers, name="faceparsing-pack") as pool:
+    with Pool(encoder, workers, "processes") as pool:
         for shard in shards:
             _write_shard(out / shard["file"], pool.map(shard["ids"]), bar)
     bar.close()
@@ -238,10 +236,6 @@ def _manifest(out, plan):
         ]  # fmt: skip
         manifest["splits"][split] = {"count": sum(len(s["ids"]) for s in shards), "shards": entries}
     return manifest
-
-
-def _usable_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 class _NoBar:

@@ -1,11 +1,11 @@
-"""From a TrainConfig to the training and validation datasets: a run's data set-up.
+"""From a TrainConfig to this process's training and validation datasets.
 
 `ensure_dataset` writes the synthetic set when the config asks for one and none is there;
 `build_datasets` opens the layout (detected, or forced by `dataset`), packs it at the
 training size when `pack_cache` asks, picks the label cache, selects and checks each
-split's ids and builds the two `CelebAMaskHQ` datasets. The config is only read, so the
-data layer needs no import of `faceparsing.config`; giving each process of a multi-host
-job its slice of the batches stays in `training` (`trainer.process_datasets`).
+split's ids and builds the two `CelebAMaskHQ` datasets, each process of a multi-host job
+with its own slice of every global batch. The config is only read, so the data layer
+needs no import of `faceparsing.config`.
 """
 
 import os
@@ -13,11 +13,12 @@ from pathlib import Path
 
 from faceparsing.classes import remap
 from faceparsing.data import packed
-from faceparsing.data.checks import validate_split
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import MAPPING_FILE, PackedLayout, detect_dataset, open_layout
+from faceparsing.data.folder import FOLDER_IMAGE_DIR, FOLDER_SPLITS
+from faceparsing.data.layout import detect_dataset, open_layout, validate_split
+from faceparsing.data.loader import choose_worker_type, worker_count
 from faceparsing.data.packing import pack_cache
-from faceparsing.data.workers import worker_count
+from faceparsing.data.release import MAPPING_FILE
 from faceparsing.errors import ConfigError, DatasetError, UnwritablePathError
 
 
@@ -48,15 +49,14 @@ def dataset_present(root, dataset):
     mapping file; LaPa's layout: split folders with images; a packed folder: its manifest)."""
     if packed.is_packed(root):
         return True
-    kind = detect_dataset(root, dataset)
-    if kind == "celebamask_hq":
+    if detect_dataset(root, dataset) == "celebamask_hq":
         return (root / MAPPING_FILE).exists()
-    return any((root / split / "images").is_dir() for split in ("train", "val", "test"))
+    return any((root / split / FOLDER_IMAGE_DIR).is_dir() for split in FOLDER_SPLITS)
 
 
-def data_layout(config):
+def data_layout(config, cache_dir=None):
     """The layout of `config.data_root` (detected, or forced by `dataset`) with its classes."""
-    return open_layout(config.data_root, config.dataset, config.classes)
+    return open_layout(config.data_root, config.dataset, config.classes, cache_dir)
 
 
 def training_class_set(config, layout=None):
@@ -113,40 +113,57 @@ def training_pack(config):
     return pack_cache(config.data_root, folder, config.image_size, config.dataset, config.classes)
 
 
-def build_datasets(config):
-    """The training and validation CelebAMaskHQ datasets of `config`."""
+def training_layout(config):
+    """The layout training reads: the pack at the training size when `pack_cache` asks
+    (and can), else `data_root` with its label cache (`label_cache_dir`)."""
+    if config.pack_cache and not packed.is_packed(config.data_root):
+        folder = training_pack(config)
+        if folder:
+            return open_layout(folder)
+    return data_layout(config, label_cache_dir(config))
+
+
+def build_datasets(config, num_processes=1, process_id=0):
+    """The training and validation `CelebAMaskHQ` of `config` for one process of
+    `num_processes` (each loads its slice of every global batch of `batch_size`).
+
+    With a `distribute` mode every validation batch is full, padded with images of
+    weight 0, so that it splits over the devices and the padding counts nowhere.
+    """
     if config.use_multiprocessing:
         raise ConfigError(
             "use_multiprocessing: true is no longer supported: worker threads scale (the image "
             "work releases the GIL) and forked processes can hang JAX/TensorFlow; set "
-            "--use_multiprocessing=false and --workers=auto (or a number)"
+            "--use_multiprocessing=false and --worker_type=processes for worker processes"
         )
+    if config.batch_size % num_processes:
+        raise ConfigError(
+            f"batch_size {config.batch_size} must be a multiple of the {num_processes} "
+            "processes (KERAS_DISTRIBUTION_NUM_PROCESSES); batch_size is the global batch"
+        )
+    layout = training_layout(config)
+    workers = worker_count(config.workers)
+    worker_type = choose_worker_type(config.worker_type, workers, layout.kind == "packed")
+    print(f"Building batches with {workers} {worker_type} (worker_type {config.worker_type}).")
     common = dict(
-        batch_size=config.batch_size,
-        image_size=config.image_size,
-        target=config.target,
-        skip_bad_samples=config.skip_bad_samples,
-        workers=worker_count(config.workers),  # validation: Keras' enqueuer, threads
-    )
-    layout = data_layout(config)
-    if config.pack_cache and layout.kind != PackedLayout.kind:
-        folder = training_pack(config)
-        layout = open_layout(folder) if folder else layout
-    # A packed folder holds merged labels: no label cache.
-    common["cache_dir"] = None if layout.kind == PackedLayout.kind else label_cache_dir(config)
-    common["class_map"] = config.class_map or None
-    class_weights = None if config.class_weights == "none" else config.class_weights
+        batch_size=config.batch_size // num_processes, image_size=config.image_size,
+        target=config.target, skip_bad_samples=config.skip_bad_samples, seed=config.seed,
+        cache_dir=layout.cache_dir,
+        class_map=config.class_map or None, num_processes=num_processes,
+        process_id=process_id, workers=workers,
+    )  # fmt: skip
     train_ids = select_ids(config, config.train_split, config.max_train_images, layout)
-    # Every training step has the full batch: no retrace for a short last
-    # batch, and any batch splits evenly across devices.
+    # Every training step has the full batch: no retrace for a short last batch, and
+    # any batch splits evenly across devices.
     train_data = CelebAMaskHQ(
-        layout, split=config.train_split, ids=train_ids, class_weights=class_weights,
-        max_weight=config.max_class_weight or None, augment=config.augment, shuffle=True,
-        seed=config.seed, drop_remainder=True, **common,
+        layout, config.train_split, ids=train_ids, augment=config.augment, shuffle=True,
+        class_weights=None if config.class_weights == "none" else config.class_weights,
+        max_weight=config.max_class_weight or None, drop_remainder=True,
+        worker_type=worker_type, steps_per_epoch=config.steps_per_epoch or None, **common,
     )  # fmt: skip
     val_ids = select_ids(config, config.val_split, config.max_val_images, layout)
     val_data = CelebAMaskHQ(
-        layout, split=config.val_split, ids=val_ids, augment=False, shuffle=False,
-        seed=config.seed, **common,
+        layout, config.val_split, ids=val_ids, augment=False, shuffle=False,
+        pad=config.distribute != "none", **common,
     )  # fmt: skip
     return train_data, val_data

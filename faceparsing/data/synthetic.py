@@ -23,20 +23,16 @@ Usage:
     python data_generator.py make-demo --out data/demo --num 200 [--layout lapa]
 """
 
-import concurrent.futures
-import contextlib
-import multiprocessing
-import os
-import sys
+import functools
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from faceparsing.classes import CLASS_NAMES, LAPA, PART_NAMES
-from faceparsing.data.layout import (
-    FOLDER_IMAGE_DIR,
-    FOLDER_LABEL_DIR,
+from faceparsing.data.folder import FOLDER_IMAGE_DIR, FOLDER_LABEL_DIR
+from faceparsing.data.loader import Pool, usable_cpus
+from faceparsing.data.release import (
     IMAGE_SIZE,
     MAPPING_FILE,
     MASK_SIZE,
@@ -435,30 +431,6 @@ def write_face(root, image_id, seed):
         full_size.save(temp_path, quality=JPEG_QUALITY)
 
 
-@contextlib.contextmanager
-def main_script_hidden():
-    """Spawned workers start without running the parent's script again.
-
-    A spawned process imports the parent's `__main__` script (as `__mp_main__`)
-    before it runs anything; under `train.py` that imports Keras and TensorFlow
-    in every worker. The workers need only this module, so while they start
-    the script's path is hidden from multiprocessing.
-    """
-    main = sys.modules.get("__main__")
-    saved = {
-        name: main.__dict__.pop(name) for name in ("__file__",) if main and name in main.__dict__
-    }
-    spec = getattr(main, "__spec__", None)
-    if main is not None:
-        main.__spec__ = None  # `python -m module` would be re-imported by name
-    try:
-        yield
-    finally:
-        if main is not None:
-            main.__dict__.update(saved)
-            main.__spec__ = spec
-
-
 def write_lapa_face(root, image_id, seed):
     """Draw face `image_id` and write it in LaPa's layout: 512x512 image and label PNG."""
     image, _, label = draw_sample(image_id, seed)
@@ -519,17 +491,11 @@ def make_demo_dataset(root, num_images, seed=0, start_id=0, workers=None, layout
     writer = write_face if layout == "celebamask_hq" else write_lapa_face
     image_ids = range(start_id, start_id + num_images)
     if workers is None:
-        workers = (os.cpu_count() or 1) if num_images >= 64 else 1
+        workers = usable_cpus() if num_images >= 64 else 1
     if workers > 1:
-        # Spawned, not forked: the parent may already run TensorFlow threads.
-        context = multiprocessing.get_context("spawn")
-        with (
-            main_script_hidden(),
-            concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
-        ):
-            list(
-                pool.map(writer, [root] * num_images, image_ids, [seed] * num_images, chunksize=16)
-            )
+        with Pool(functools.partial(writer, root, seed=seed), workers, "processes") as pool:
+            for _ in pool.map(image_ids):
+                pass
     else:
         for image_id in image_ids:
             writer(root, image_id, seed)

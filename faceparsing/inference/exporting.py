@@ -30,7 +30,8 @@ import numpy as np
 from faceparsing import __version__
 from faceparsing.checkpoints import load_checkpoint, run_config
 from faceparsing.classes import CELEBAMASK_HQ, class_set_of
-from faceparsing.data.layout import MAPPING_FILE, image_path, split_ids
+from faceparsing.data.layout import split_ids
+from faceparsing.data.release import MAPPING_FILE, image_path
 from faceparsing.errors import ConfigError, UserError
 from faceparsing.files import atomic_path, atomic_write_bytes
 from faceparsing.images import list_images, read_rgb_resized

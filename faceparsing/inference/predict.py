@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from faceparsing.classes import class_set_of
-from faceparsing.data.samples import load_image
+from faceparsing.data.layout import open_layout
 from faceparsing.images import resize_bilinear
 
 TTA_MODES = ("none", "flip")
@@ -45,7 +45,7 @@ def predict_labels(model, images, label_shape, tta="none"):
 def predict_dataset_labels(model, root, image_ids, image_size, label_size, tta="none"):
     """Label maps (B, label_size, label_size) of dataset images, loaded as in training.
 
-    `root` is a CelebAMask-HQ root or a layout object (`faceparsing.data.layout`).
+    `root` is a dataset root or a layout object (`faceparsing.data.layout`).
     """
     return predict_labels(
         model, load_images(root, image_ids, image_size), (label_size, label_size), tta
@@ -54,7 +54,8 @@ def predict_dataset_labels(model, root, image_ids, image_size, label_size, tta="
 
 def load_images(source, image_ids, image_size):
     """A (B, S, S, 3) uint8 batch of dataset images, resized as in training."""
-    return np.stack([load_image(source, image_id, image_size) for image_id in image_ids])
+    layout = open_layout(source)
+    return np.stack([layout.load_image(image_id, image_size) for image_id in image_ids])
 
 
 def labels_like(logits, labels):

@@ -9,8 +9,8 @@ joins the job through `keras.distribution.initialize()` and the trainer trains o
 model with `DataParallel` over every device of every process:
 
 - `batch_size` stays the global batch. Each process loads only its own slice of
-  every global batch (`ProcessBatches`), so the batches, the steps and the
-  learning-rate schedule are those of one process running that batch.
+  every global batch (`faceparsing.data.setup.build_datasets`), so the batches, the
+  steps and the learning-rate schedule are those of one process running that batch.
 - Validation pads the slices to one shape with images of weight 0, which neither
   the loss nor the mIoU counts, so `val_loss` and `val_miou` are the single-process ones.
 - Process 0 alone writes the run folder; every process reads it to resume.
@@ -21,7 +21,6 @@ model with `DataParallel` over every device of every process:
 import contextlib
 import dataclasses
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -32,7 +31,7 @@ import keras
 import numpy as np
 
 from faceparsing import config as config_lib
-from faceparsing.errors import ConfigError, record_batch_errors
+from faceparsing.errors import ConfigError
 
 LAUNCHER_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -215,100 +214,6 @@ def allgather(values, cluster=None):
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(values))
-
-
-def per_process_batch(config, cluster):
-    """Images each process feeds per step: `batch_size` (the global batch) split evenly
-    over the processes (the trainer checks the share against each process's devices)."""
-    if config.batch_size % cluster.num_processes:
-        raise ConfigError(
-            f"batch_size {config.batch_size} must be a multiple of the {cluster.num_processes} "
-            "processes (KERAS_DISTRIBUTION_NUM_PROCESSES); batch_size is the global batch"
-        )
-    return config.batch_size // cluster.num_processes
-
-
-class ProcessBatches(keras.utils.PyDataset):
-    """One process's share of every global batch of `source`.
-
-    `source` is the full split built with the per-process batch b = B / P, so
-    global batch k is made of its batches kP .. kP+P-1 and process i loads batch
-    kP+i: together the processes train on exactly the batches of one process
-    with batch B, in the same order and with the same augmentation.
-
-    Training (`pad=False`) leaves out a last incomplete global batch: the
-    processes must feed slices of one shape, and padding would change the
-    batch-norm statistics. Validation (`pad=True`) counts every image once: a
-    short or missing slice is filled with copies of weight 0, and the real
-    images get the weight steps * B / N, which makes Keras' mean of per-batch
-    losses (whose batch sizes include the padding) the mean over the N images.
-    Validation batches are then (x, y, w), which `SegmentationMeanIoU` reads as
-    "count the pixels of weight > 0".
-
-    Args:
-        source: CelebAMaskHQ. The split, with `batch_size` = per-process batch.
-        num_processes: int. Processes of the job (P).
-        process_id: int. This process (i).
-        pad: bool. Validation (True) or training (False) batches.
-    """
-
-    def __init__(self, source, num_processes, process_id, pad):
-        super().__init__(
-            workers=source.workers,
-            use_multiprocessing=source.use_multiprocessing,
-            max_queue_size=source.max_queue_size,
-        )
-        self.source = source
-        self.num_processes = num_processes
-        self.process_id = process_id
-        self.pad = pad
-        global_batch = source.batch_size * num_processes
-        images = len(source.ids)
-        self.steps = math.ceil(images / global_batch) if pad else images // global_batch
-        if not self.steps:
-            raise ConfigError(
-                f"split '{source.split}' has {images} images, fewer than one global batch of "
-                f"{global_batch}; lower batch_size or use more images"
-            )
-        self.image_weight = self.steps * global_batch / images
-
-    def __len__(self):
-        return self.steps
-
-    @record_batch_errors  # Keras may read it through tf.data, which wraps errors
-    def __getitem__(self, index):
-        if not self.pad:
-            return self.batch(index, self.source.epoch)
-        if not 0 <= index < self.steps:
-            raise IndexError(f"batch index {index} out of range 0..{self.steps - 1}")
-        return self._padded(index * self.num_processes + self.process_id)
-
-    def _padded(self, batch):
-        real = batch < len(self.source)
-        images, targets, *weights = self.source[batch if real else len(self.source) - 1]
-        weights = weights[0] if weights else np.ones(targets.shape[:3], np.float32)
-        weights = weights * (self.image_weight if real else 0.0)
-        missing = self.source.batch_size - len(images)
-        if missing:  # copies of the first image, of weight 0
-            images = np.concatenate([images, np.repeat(images[:1], missing, axis=0)])
-            targets = np.concatenate([targets, np.repeat(targets[:1], missing, axis=0)])
-            weights = np.concatenate([weights, np.zeros((missing, *weights.shape[1:]))])
-        return images, targets, weights.astype(np.float32)
-
-    def batch(self, index, epoch):
-        """This process's slice of global training batch `index` of `epoch` (for
-        `TrainingStream`, which numbers epochs itself)."""
-        if not 0 <= index < self.steps:
-            raise IndexError(f"batch index {index} out of range 0..{self.steps - 1}")
-        return self.source.batch(index * self.num_processes + self.process_id, epoch)
-
-    def on_epoch_end(self):
-        self.source.on_epoch_end()
-
-    # What the trainer and the run folder callback read from a dataset.
-    ids = property(lambda self: self.source.ids)
-    skip_bad_samples = property(lambda self: self.source.skip_bad_samples)
-    bad_samples = property(lambda self: self.source.bad_samples)
 
 
 def run_fingerprint(config):

@@ -10,7 +10,6 @@ summarise. Process 0 alone writes the run folder.
 """
 
 import contextlib
-import dataclasses
 import json
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from faceparsing.checkpoints import load_checkpoint
 from faceparsing.classes import class_set_of
 from faceparsing.config import use_fast_atrous
 from faceparsing.data import setup
-from faceparsing.data.stream import EpochWindow, FollowEpochs, TrainingStream
-from faceparsing.data.workers import choose_worker_type, worker_count
+from faceparsing.data.dataset import FollowEpochs
 from faceparsing.errors import ConfigError
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
@@ -56,7 +54,7 @@ def train(config):
         train_data, val_data = process_datasets(config, cluster)
     multihost.check_same_run(cluster, config, state)
     keras.utils.set_random_seed(config.seed)
-    steps_per_epoch = config.steps_per_epoch or len(train_data)
+    steps_per_epoch = len(train_data)  # config.steps_per_epoch, or one pass
     with multihost.peer_failures_reported(cluster), run_environment(config, cluster):
         model = build_model(config)
         if init_source is not None:
@@ -85,31 +83,14 @@ def resume(model, cluster, state, run_dir):
 
 
 def process_datasets(config, cluster):
-    """This process's training and validation batches.
-
-    Every distributed mode reads them through `multihost.ProcessBatches`: each
-    process loads its slice of the global batch (all of it on one host), and
-    the last validation batch is padded to the full batch with images of
-    weight 0, so it splits over the devices and neither the loss nor the mIoU
-    counts the padding.
-    """
+    """This process's training and validation datasets (`setup.build_datasets`): its
+    slice of every global batch, and full validation batches under a `distribute` mode."""
     if config.pack_cache and cluster.num_processes > 1:
         raise ConfigError(
             "pack_cache writes its pack from one process; with several processes pack once "
             "(python data_generator.py pack --image_size N) and give the packed folder as data_root"
         )
-    local_config = dataclasses.replace(
-        config, batch_size=multihost.per_process_batch(config, cluster)
-    )
-    train_source, val_source = setup.build_datasets(local_config)
-    if config.distribute == "none":
-        return train_source, val_source
-    return (
-        multihost.ProcessBatches(
-            train_source, cluster.num_processes, cluster.process_id, pad=False
-        ),
-        multihost.ProcessBatches(val_source, cluster.num_processes, cluster.process_id, pad=True),
-    )
+    return setup.build_datasets(config, cluster.num_processes, cluster.process_id)
 
 
 @contextlib.contextmanager
@@ -173,8 +154,8 @@ def distribution_scope(config, cluster=multihost.SINGLE_PROCESS):
         import jax
 
         check_batch_splits(config, cluster, jax.local_device_count())
-        # Each process feeds its own batches (multihost.ProcessBatches): Keras
-        # cannot shard a PyDataset across processes.
+        # Each process feeds its own slice of every batch (setup.build_datasets):
+        # Keras cannot shard a PyDataset across processes.
         keras.distribution.set_distribution(
             keras.distribution.DataParallel(auto_shard_dataset=False)
         )
@@ -278,25 +259,18 @@ def fit(model, config, state, train_data, val_data, steps_per_epoch, callbacks):
         f"({steps_per_epoch} steps/epoch), validating on {len(val_data.ids)}.",
         flush=True,
     )
-    # Batches numbered from the start of the run: a resumed run gets the same
-    # batches, order and augmentation as an uninterrupted one (so no Keras shuffle).
-    workers = worker_count(config.workers)
-    worker_type = choose_worker_type(config.worker_type, workers, train_data)
-    print(f"Building batches with {workers} {worker_type} (worker_type {config.worker_type}).")
-    stream = TrainingStream(
-        train_data, steps_per_epoch, state.epoch, workers=workers, worker_type=worker_type
-    )
-    # One finite epoch at a time: exactly steps_per_epoch optimizer steps an
-    # epoch, whatever steps_per_execution is (see EpochWindow).
-    window = EpochWindow(stream)
-    with stream:
+    # Batches are a pure function of (seed, epoch, index), epochs counted from the run's
+    # start (FollowEpochs): a resumed run gets the batches of an uninterrupted one, so
+    # Keras must not shuffle.
+    train_data.set_epoch(state.epoch)
+    with train_data, val_data:
         model.fit(
-            window,
+            train_data,
             validation_data=val_data,
             epochs=config.epochs,
             initial_epoch=state.epoch,
             shuffle=False,
-            callbacks=[FollowEpochs(window), *callbacks],
+            callbacks=[FollowEpochs(train_data), *callbacks],
             verbose=config.verbose,
         )
     check_diverged(callbacks, config)

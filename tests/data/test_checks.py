@@ -1,7 +1,7 @@
 import pytest
 from tiny_celebamask import write_tiny_root
 
-from faceparsing.data import checks, layout
+from faceparsing.data import layout, release
 
 
 @pytest.fixture
@@ -11,11 +11,11 @@ def tiny_root(tmp_path):
 
 
 def test_check_reports_layout_problems(tmp_path):
-    (tmp_path / layout.MISSPELT_MASK_DIR).mkdir()
-    problems = checks.check_dataset(tmp_path, progress=False)
+    (tmp_path / release.MISSPELT_MASK_DIR).mkdir()
+    problems = layout.check_dataset(tmp_path, progress=False)
     assert any("CelebA-HQ-to-CelebA-mapping.txt" in problem for problem in problems)
     assert any("rename" in problem for problem in problems)
 
 
 def test_validate_split_passes_sound_data(tiny_root):
-    checks.validate_split(tiny_root, layout.split_ids(tiny_root, "train"))
+    layout.validate_split(tiny_root, layout.split_ids(tiny_root, "train"))

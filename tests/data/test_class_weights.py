@@ -126,7 +126,7 @@ def test_a_class_weighs_the_same_whatever_its_batch_mates():
 
 
 def test_counts_cover_exactly_the_ids_asked_for(demo_root, tmp_path):
-    from faceparsing.data.samples import merge_masks
+    from faceparsing.data.release import merge_masks
 
     ids = [0, 5, 7]
     counts = class_weights.training_class_counts(demo_root, ids, tmp_path)

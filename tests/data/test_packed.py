@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from faceparsing.data import packed, packing
-from faceparsing.data.checks import check_dataset
 from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import image_path, split_ids
-from faceparsing.data.samples import load_label, merge_masks
+from faceparsing.data.layout import check_dataset, open_layout, split_ids
+from faceparsing.data.release import image_path, merge_masks
 from faceparsing.errors import ConfigError, DatasetError
 
 PACK = dict(image_size=512, samples_per_shard=4, workers=1, progress=False)
@@ -30,7 +29,9 @@ def test_a_pack_holds_every_split_and_its_labels_are_the_release_labels(release,
     for split in ("train", "val", "test", "all"):
         assert split_ids(pack_root, split) == split_ids(release, split)
     for image_id in split_ids(release, "all"):  # what evaluate.py scores against
-        assert np.array_equal(load_label(pack_root, image_id), merge_masks(release, image_id))
+        assert np.array_equal(
+            open_layout(pack_root).load_label(image_id), merge_masks(release, image_id)
+        )
     manifest = packed.read_manifest(pack_root)
     assert manifest["format_version"] == packed.FORMAT_VERSION
     assert manifest["jpeg_quality"] == packed.JPEG_QUALITY
@@ -85,7 +86,7 @@ def test_a_killed_pack_reruns_to_completion_and_keeps_finished_shards(
     manifest = packing.pack(release, out, **PACK)
     assert written[0].stat().st_mtime_ns == finished  # kept, not rewritten
     assert not stale.exists()
-    assert packed.open_pack(out).verify() == []
+    assert packed.open_pack(out).problems(packed.open_pack(out).split_ids("all"), full=True) == []
     assert sum(split["count"] for split in manifest["splits"].values()) == 10
 
 
@@ -141,7 +142,7 @@ def test_a_corrupt_shard_is_caught_by_its_checksum_and_on_reading(pack_root, tmp
     dataset = _dataset(copy)
     with pytest.raises(DatasetError, match=shard.name):
         for image_id in dataset.ids:
-            dataset.load_sample(image_id)
+            dataset.maker.sample(image_id, 0)
 
 
 def test_an_unknown_format_version_is_refused(pack_root, tmp_path):
@@ -186,7 +187,6 @@ def test_train_runs_on_a_pack_with_worker_processes(pack_root, tmp_path, capsys)
 
 def test_a_lapa_layout_packs_with_its_class_set_and_sample_names(tmp_path):
     from faceparsing.classes import LAPA
-    from faceparsing.data.layout import open_layout
     from faceparsing.data.synthetic import make_demo_dataset
 
     source = tmp_path / "lapa"
@@ -245,7 +245,7 @@ def test_a_format_version_1_record_still_reads(pack_root, release):
     import zlib
 
     image_id = split_ids(release, "all")[0]
-    _, jpeg, (decoder, data) = packed.Pack(pack_root)._record(image_id)
+    _, jpeg, (decoder, data) = packed.PackedLayout(pack_root)._record(image_id)
     raw_ids = decoder(data, 512).tobytes()
     old = struct.pack("<4sII", b"FPK1", image_id, len(jpeg)) + bytes(jpeg) + zlib.compress(raw_ids)
     stored_id, _, (old_decoder, old_data) = packed.decode_record(old, "test")
@@ -255,16 +255,16 @@ def test_a_format_version_1_record_still_reads(pack_root, release):
 
 def test_training_batches_decode_fast_and_close_to_the_exact_decode(pack_root, monkeypatch):
     pytest.importorskip("simplejpeg")
-    pack = packed.Pack(pack_root)
+    pack = packed.PackedLayout(pack_root)
     image_id = pack.split_ids("all")[0]
     exact, label = pack.load_sample(image_id, 512)
-    fast, fast_label = pack.load_sample(image_id, 512, fast_decode=True)
+    fast, fast_label = pack.load_sample(image_id, 512, fast=True)
     assert np.array_equal(fast_label, label)
     difference = np.abs(fast.astype(int) - exact)
     assert 0 < difference.mean() < 2  # another decoder, close to the exact one
     # Without simplejpeg, OpenCV decodes exactly whatever is asked.
     monkeypatch.setattr(packed, "_simplejpeg", lambda: None)
-    assert np.array_equal(pack.load_sample(image_id, 512, fast_decode=True)[0], exact)
+    assert np.array_equal(pack.load_sample(image_id, 512, fast=True)[0], exact)
 
 
 def test_augmented_packed_batches_use_the_fast_decode_and_evaluation_the_exact_one(

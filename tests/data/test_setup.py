@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import REPO
 
 from faceparsing import config as config_module
@@ -73,3 +74,9 @@ def test_pack_cache_auto_leaves_a_read_only_folder_alone(release, monkeypatch, c
     assert train_data.layout.kind == "celebamask_hq"
     assert f"{release} is not writable; pack_cache: auto is off" in capsys.readouterr().out
     assert not (release / ".pack_32").exists()
+
+
+def test_global_batch_must_split_evenly_over_processes(release):
+    config = config_module.resolve(None, [f"--data_root={release}", "--batch_size=5"])
+    with pytest.raises(ConfigError, match="batch_size 5 must be a multiple of the 2 processes"):
+        setup.build_datasets(config, num_processes=2, process_id=0)

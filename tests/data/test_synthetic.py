@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from faceparsing.classes import CLASS_IDS, NUM_CLASSES, PART_NAMES
-from faceparsing.data import class_weights, layout, samples, synthetic
+from faceparsing.data import class_weights, layout, release, synthetic
+from faceparsing.images import resize_nearest
 
 NUM_IMAGES = 40
 
@@ -23,7 +24,7 @@ def test_release_layout(demo_root):
         with Image.open(skin) as mask:
             assert (mask.mode, mask.size) == ("RGB", (512, 512))
             assert set(np.unique(np.asarray(mask))) == {0, 255}
-    lines = (demo_root / layout.MAPPING_FILE).read_text().splitlines()
+    lines = (demo_root / release.MAPPING_FILE).read_text().splitlines()
     assert lines[0].split() == ["idx", "orig_idx", "orig_file"]
     assert len(lines) == NUM_IMAGES + 1
     idx, orig_idx, orig_file = lines[1].split()
@@ -34,8 +35,8 @@ def test_part_files_only_for_visible_parts(demo_root):
     for path in (demo_root / "CelebAMask-HQ-mask-anno" / "0").glob("*.png"):
         assert path.stem.split("_", 1)[1] in PART_NAMES
     for image_id in range(NUM_IMAGES):
-        for _, path, _ in layout.existing_parts(demo_root, image_id):
-            assert samples.read_mask(path).any(), path
+        for _, path, _ in release.existing_parts(demo_root, image_id):
+            assert release.read_mask(path).any(), path
 
 
 def test_all_splits_present_and_boundaries_used(demo_root):
@@ -50,18 +51,18 @@ def test_all_splits_present_and_boundaries_used(demo_root):
 def test_merge_order_matters_and_every_class_appears(demo_root):
     present = np.zeros(NUM_CLASSES, int)
     for image_id in range(NUM_IMAGES):
-        present += class_weights.class_pixel_counts(samples.merge_masks(demo_root, image_id)) > 0
+        present += class_weights.class_pixel_counts(release.merge_masks(demo_root, image_id)) > 0
     assert present.min() > 0  # all 19 classes occur in 40 images
     # Skin runs under the eyes, so the official order is needed to see them.
-    skin = samples.read_mask(layout.part_path(demo_root, 0, "skin")) > 0
-    eye = samples.read_mask(layout.part_path(demo_root, 0, "l_eye")) > 0
+    skin = release.read_mask(release.part_path(demo_root, 0, "skin")) > 0
+    eye = release.read_mask(release.part_path(demo_root, 0, "l_eye")) > 0
     assert (skin & eye).sum() == eye.sum()
 
 
 def test_rare_parts_are_rare(demo_root):
     present = np.zeros(NUM_CLASSES, int)
     for image_id in range(NUM_IMAGES):
-        present += class_weights.class_pixel_counts(samples.merge_masks(demo_root, image_id)) > 0
+        present += class_weights.class_pixel_counts(release.merge_masks(demo_root, image_id)) > 0
     common = min(present[CLASS_IDS[name]] for name in ("skin", "nose", "l_eye", "r_brow", "u_lip"))
     assert common == NUM_IMAGES
     for rare in ("eye_g", "hat", "ear_r", "neck_l"):
@@ -69,7 +70,7 @@ def test_rare_parts_are_rare(demo_root):
 
 
 def test_parts_are_thick_enough_at_128(demo_root):
-    label = samples.resize_label(samples.merge_masks(demo_root, 1), 128)
+    label = resize_nearest(release.merge_masks(demo_root, 1), (128, 128))
     for part in ("l_brow", "u_lip", "l_lip"):
         rows = np.nonzero((label == CLASS_IDS[part]).any(axis=1))[0]
         assert len(rows) >= 4, part
@@ -79,7 +80,7 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         synthetic.make_demo_dataset(tmp_path / name, 2, seed=seed, start_id=2000)
     relative = "CelebAMask-HQ-mask-anno/1/02001_skin.png"
-    for path in ("CelebA-HQ-img/2001.jpg", relative, layout.MAPPING_FILE):
+    for path in ("CelebA-HQ-img/2001.jpg", relative, release.MAPPING_FILE):
         assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
     assert (tmp_path / "a" / relative).read_bytes() != (tmp_path / "c" / relative).read_bytes()
 

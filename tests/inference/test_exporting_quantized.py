@@ -18,14 +18,12 @@ def keras_model(trained_run):
 @pytest.fixture(scope="module")
 def held_out_images(demo_root):
     """Faces the calibration did not see: the demo set's test split, at the tiny run's size."""
-    from faceparsing.data.layout import split_ids
-    from faceparsing.data.samples import load_image
+    from faceparsing.data.layout import open_layout
 
-    test_ids = split_ids(demo_root, "test")[:4]
+    layout = open_layout(demo_root)
+    test_ids = layout.split_ids("test")[:4]
     assert test_ids
-    return np.stack([load_image(demo_root, image_id, 32) for image_id in test_ids]).astype(
-        "float32"
-    )
+    return np.stack([layout.load_image(image_id, 32) for image_id in test_ids]).astype("float32")
 
 
 def onnx_labels(path, images):

@@ -18,8 +18,6 @@ from conftest import REPO, tiny_train_args
 import train
 from faceparsing import config as config_lib
 from faceparsing.checkpoints import load_checkpoint
-from faceparsing.data.dataset import CelebAMaskHQ
-from faceparsing.data.layout import split_ids
 from faceparsing.training import multihost
 
 JOB = {
@@ -85,52 +83,6 @@ def test_skipped_samples_are_counted_over_every_process():
     assert [image_id for image_id, _ in bad] == [3, 7, 9]
     assert bad[2][1] == "image 9, skipped by another process"
     assert bad[1][1] == "cannot read image 7.jpg"
-
-
-def test_global_batch_must_split_evenly_over_processes():
-    with pytest.raises(ValueError, match="batch_size 5 must be a multiple of the 2 processes"):
-        multihost.per_process_batch(_config(batch_size=5), multihost.Cluster(2, 0))
-
-
-def _split(root, ids, batch_size, **options):
-    return CelebAMaskHQ(root, "train", batch_size=batch_size, image_size=32, ids=ids, **options)
-
-
-def _shares(root, ids, pad, **options):
-    return [
-        multihost.ProcessBatches(_split(root, ids, 2, **options), 2, process, pad=pad)
-        for process in (0, 1)
-    ]
-
-
-def test_processes_together_train_on_the_single_process_batches(demo_root):
-    ids = split_ids(demo_root, "train")[:9]
-    single = _split(demo_root, ids, 4, shuffle=True, seed=3)
-    shares = _shares(demo_root, ids, pad=False, shuffle=True, seed=3)
-    assert [len(share) for share in shares] == [2, 2]  # the incomplete third batch is left out
-    for epoch in (0, 5):
-        for step in range(2):  # `batch(step, epoch)` is what training's stream reads
-            images, labels = single.batch(step, epoch)
-            parts = [share.batch(step, epoch) for share in shares]
-            np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
-            np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels)
-
-
-def test_validation_counts_every_image_once_with_one_weight(demo_root):
-    ids = split_ids(demo_root, "train")[:5]
-    shares = _shares(demo_root, ids, pad=True, shuffle=False)
-    assert [len(share) for share in shares] == [2, 2]
-    reference, _ = _split(demo_root, ids, 5, shuffle=False)[0]
-    counted = []
-    for step in range(2):
-        for share in shares:
-            images, labels, weights = share[step]
-            assert images.shape == (2, 32, 32, 3) and weights.shape == labels.shape
-            per_image = weights.reshape(2, -1)
-            assert np.all(per_image == per_image[:, :1])  # one weight per image
-            counted += [image for image, w in zip(images, per_image[:, 0], strict=True) if w > 0]
-            assert set(per_image[:, 0]) <= {0.0, np.float32(2 * 4 / 5)}  # steps * batch / images
-    np.testing.assert_array_equal(np.stack(counted), reference)
 
 
 # The processes, their data, collectives and the run folder are under test here, not the

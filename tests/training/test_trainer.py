@@ -45,7 +45,8 @@ def test_val_miou_is_evaluate_miou_on_the_validation_ids_at_image_size(demo_root
     from faceparsing.checkpoints import load_checkpoint
     from faceparsing.data.dataset import CelebAMaskHQ
     from faceparsing.data.layout import split_ids
-    from faceparsing.data.samples import merge_masks, resize_label
+    from faceparsing.data.release import merge_masks
+    from faceparsing.images import resize_nearest
     from faceparsing.inference.evaluation import evaluate
     from faceparsing.metrics import scores_from_confusion
 
@@ -56,7 +57,7 @@ def test_val_miou_is_evaluate_miou_on_the_validation_ids_at_image_size(demo_root
     )
     confusion, _, _ = evaluate(
         load_checkpoint(trained_run / "last.keras"), dataset,
-        lambda image_id: resize_label(merge_masks(demo_root, image_id), config.image_size),
+        lambda image_id: resize_nearest(merge_masks(demo_root, image_id), (config.image_size,) * 2),
         progress=False,  # labels at image_size: predictions are compared at each label's size
     )  # fmt: skip
     with open(trained_run / "metrics.csv") as handle:

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from faceparsing.classes import LAPA
-from faceparsing.data import checks, layout, samples, synthetic
+from faceparsing.data import layout, synthetic
 from faceparsing.data.augment import augment_sample, horizontal_flip
 from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.errors import DatasetError
@@ -92,13 +92,13 @@ def test_bad_samples_are_one_line_naming_the_file(lapa_root, defect, message):
         Image.new("RGB", (32, 24)).save(label_path)
     opened = layout.open_layout(lapa_root)
     (val_id,) = opened.split_ids("val")
-    problems = checks.check_dataset(lapa_root, "val", progress=False)
+    problems = layout.check_dataset(lapa_root, "val", progress=False)
     assert len(problems) == 1 and message in problems[0] and "val_0" in problems[0]
     with pytest.raises(DatasetError) as error:
         if defect in ("missing_label", "size"):
-            checks.validate_split(opened, [val_id])  # before training: headers only
+            layout.validate_split(opened, [val_id])  # before training: headers only
         else:
-            samples.load_label(opened, val_id)
+            opened.load_label(val_id)
     assert "val_0" in str(error.value) and "\n" not in str(error.value)
 
 
@@ -126,9 +126,9 @@ def test_synthetic_lapa_layout(tmp_path):
     synthetic.make_demo_dataset(tmp_path, 3, seed=0, layout="lapa")
     opened = layout.open_layout(tmp_path)
     assert opened.kind == "lapa" and len(opened.split_ids("all")) == 3
-    label = samples.load_label(opened, 0)
+    label = opened.load_label(0)
     assert label.shape == (512, 512) and label.max() <= 10 and 10 in label and 4 in label
-    assert not checks.check_dataset(tmp_path, progress=False)
+    assert not layout.check_dataset(tmp_path, progress=False)
 
 
 def test_demo_set_refuses_a_folder_holding_other_files(tmp_path):
@@ -146,7 +146,7 @@ def test_demo_set_refuses_a_folder_holding_other_files(tmp_path):
 def test_class_weights_follow_the_class_set(lapa_root):
     data = CelebAMaskHQ(lapa_root, "train", batch_size=2, image_size=16,
                         class_weights="median_frequency")  # fmt: skip
-    assert data._class_weight_vector.shape == (11,)
+    assert data.class_weight_vector.shape == (11,)
     _, labels, weights = data[0]
     assert weights.shape == labels.shape and np.isfinite(weights).all()
     merged = CelebAMaskHQ(lapa_root, "train", batch_size=2, image_size=16,

@@ -1,0 +1,324 @@
+"""Workers for the data work: one pool for threads or processes, and batches built ahead.
+
+`Pool(task, workers, kind)` calls `task(request)` on worker threads or worker processes
+behind one interface (`submit`, `result`, `map`, `close`): the batch loader, the pack
+writer and the synthetic-face writer all use it. Worker processes are spawned, never
+forked (a fork of a process running JAX or TensorFlow threads can deadlock), start
+without running the parent's script again (a `train.py` parent would make each of them
+import Keras), receive the task once, and hand large arrays back through a file in
+shared memory that the parent maps, so no pickled copy of a batch crosses the pipe.
+
+`Prefetcher` keeps the next batches building while the current one is used;
+`worker_count` and `choose_worker_type` say what a config's `workers` and
+`worker_type` mean on this machine.
+"""
+
+import collections
+import concurrent.futures
+import contextlib
+import itertools
+import math
+import mmap
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+
+WORKER_TYPES = ("auto", "threads", "processes")
+# "auto" uses processes for packed data from this many workers: on 2 idle cores threads
+# were as fast and cost less CPU a sample (docs/performance.md); on more cores the part
+# of a sample that holds the GIL stops threads from scaling.
+PROCESS_MIN_WORKERS = 4
+# Host memory that batches built ahead may hold (many cores and large batches).
+PREFETCH_BYTES = 1 << 30
+
+
+def worker_count(workers, cgroup_root="/sys/fs/cgroup"):
+    """How many workers `workers` asks for: "auto" is the number of CPUs this process may use."""
+    return usable_cpus(cgroup_root) if workers == "auto" else int(workers)
+
+
+def usable_cpus(cgroup_root="/sys/fs/cgroup"):
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
+    container limited to 4 CPUs on a 128-core host sees 128 cores in its mask)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(Path(cgroup_root))
+    return max(1, cores if quota is None else min(cores, math.ceil(quota)))
+
+
+def cgroup_cpu_quota(root):
+    """CPUs per period that the cgroup at `root` allows, or None without a limit
+    (cgroup v2's `cpu.max`, else v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us`)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in (root / "cpu", root / "cpu,cpuacct", root):
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota <= 0 or period <= 0 else quota / period
+    return None
+
+
+def choose_worker_type(worker_type, workers, packed):
+    """ "threads" or "processes" for a config's `worker_type` ("auto": processes for a
+    `packed` layout from `PROCESS_MIN_WORKERS` workers on, threads otherwise)."""
+    if worker_type not in WORKER_TYPES:
+        raise ValueError(f"worker_type must be one of {WORKER_TYPES}, got {worker_type!r}")
+    if worker_type == "auto":
+        return "processes" if packed and workers >= PROCESS_MIN_WORKERS else "threads"
+    return worker_type
+
+
+class WorkerError(RuntimeError):
+    """A worker process died."""
+
+
+class Pool:
+    """`task(request)` on `workers` worker threads or processes, with one interface.
+
+    Args:
+        task: callable. For processes it must pickle: each worker receives it once.
+        workers: int. Worker threads or processes.
+        kind: str. "threads" or "processes". Defaults to "threads".
+
+    Example:
+    ```python
+    with Pool(str.upper, 2, "processes") as pool:
+        list(pool.map(["a", "b"]))  # ["A", "B"]
+    ```
+    """
+
+    def __init__(self, task, workers, kind="threads"):
+        if kind not in ("threads", "processes"):
+            raise ValueError(f"kind must be threads or processes, got {kind!r}")
+        self.kind, self.workers = kind, max(1, int(workers))
+        self._shared_dir = None
+        if kind == "threads":
+            self._call = task
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                self.workers, thread_name_prefix="faceparsing-data"
+            )
+            return
+        self._call = _call_installed_task
+        self._shared_dir = _shared_memory_dir()
+        self._executor = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_install_task, initargs=(task, self._shared_dir),
+        )  # fmt: skip
+        # The executor starts a worker when a request finds none idle: start them all
+        # now, while the parent's script is hidden from them.
+        with _main_script_hidden():
+            for future in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
+                self.result(future)
+
+    def submit(self, request):
+        """A `concurrent.futures.Future` of `task(request)`; read it with `result`."""
+        return self._executor.submit(self._call, request)
+
+    def result(self, future):
+        """The value of a future from `submit`; a worker's exception is raised here."""
+        try:
+            value = future.result()
+        except BrokenProcessPool:
+            raise WorkerError(
+                "a data worker process stopped (killed, or out of memory); its error, if any, "
+                "is printed above"
+            ) from None
+        return _unshare(value) if isinstance(value, _Shared) else value
+
+    def map(self, requests, window=None):
+        """`task(request)` for each request, in order, at most `window` in flight."""
+        window = window or 4 * self.workers
+        pending = collections.deque()
+        for request in requests:
+            pending.append(self.submit(request))
+            if len(pending) >= window:
+                yield self.result(pending.popleft())
+        while pending:
+            yield self.result(pending.popleft())
+
+    def close(self):
+        """Stop the workers; requests not started are cancelled."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._shared_dir:
+            shutil.rmtree(self._shared_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class Prefetcher:
+    """The results of `pool` for the requests asked, with the next ones built ahead.
+
+    `get(request, upcoming)` returns `task(request)` and keeps the first `depth` of
+    `upcoming` building; what was built ahead and is no longer upcoming (an
+    out-of-order read) is dropped. The depth is lowered once the first result shows
+    how many fit in `PREFETCH_BYTES`.
+    """
+
+    def __init__(self, pool, depth):
+        self.pool, self.depth = pool, max(1, depth)
+        self._pending = {}
+        self._lock = threading.Lock()
+        self._measured = False
+        self._closed = False
+
+    def get(self, request, upcoming=()):
+        with self._lock:
+            if self._closed:  # tf.data's thread may still ask once fit has returned
+                raise RuntimeError(f"batch {request} asked after the dataset was closed")
+            future = self._pending.pop(request, None) or self.pool.submit(request)
+            wanted = list(upcoming)[: self.depth] if self._measured else []
+            for stale in set(self._pending) - set(wanted):
+                self._pending.pop(stale).cancel()
+            for later in wanted:
+                if later not in self._pending:
+                    self._pending[later] = self.pool.submit(later)
+        value = self.pool.result(future)
+        if not self._measured:
+            self.depth = prefetch_depth(self.depth, value)
+            self._measured = True
+        return value
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            for future in self._pending.values():
+                future.cancel()
+            self._pending.clear()
+        self.pool.close()
+
+
+def prefetch_depth(depth, value, budget=None):
+    """`depth`, lowered so that that many results like `value` fit in `budget` bytes."""
+    budget = PREFETCH_BYTES if budget is None else budget
+    arrays = value[0] if isinstance(value, tuple) and isinstance(value[0], tuple) else value
+    size = sum(getattr(array, "nbytes", 0) for array in arrays)
+    return max(1, min(depth, budget // size)) if size else depth
+
+
+# ---------------------------------------------------------------------------
+# Worker processes: the task installed once, large arrays back through shared memory.
+# ---------------------------------------------------------------------------
+
+_WORKER = {}
+_REPLY_NUMBERS = itertools.count()
+_SHARE_MIN_BYTES = 1 << 16  # smaller arrays travel pickled
+_ALIGN = 64
+
+
+def _install_task(task, shared_dir):
+    _WORKER.update(task=task, shared_dir=shared_dir)
+
+
+def _call_installed_task(request):
+    value = _WORKER["task"](request)
+    if not _WORKER["shared_dir"]:
+        return value
+    return _share(
+        value, os.path.join(_WORKER["shared_dir"], f"{os.getpid()}-{next(_REPLY_NUMBERS)}")
+    )
+
+
+def _shared_memory_dir():
+    """A private folder in shared memory for a pool's replies, or None (then pickles)."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        return None
+    return tempfile.mkdtemp(prefix="faceparsing-workers-", dir="/dev/shm")
+
+
+class _Shared:
+    """A reply whose large arrays lie in the file `path`: `shell` holds `_ArrayRef`s
+    where they were; `specs` gives each one's (dtype, shape, offset)."""
+
+    def __init__(self, path, specs, shell):
+        self.path, self.specs, self.shell = path, specs, shell
+
+
+class _ArrayRef:
+    def __init__(self, index):
+        self.index = index
+
+
+def _share(value, path):
+    """Worker side: `value` with its large arrays written to the file `path` (if any)."""
+    arrays = []
+
+    def replace(item):
+        if isinstance(item, np.ndarray) and item.nbytes >= _SHARE_MIN_BYTES:
+            arrays.append(np.ascontiguousarray(item))
+            return _ArrayRef(len(arrays) - 1)
+        if isinstance(item, (tuple, list)):
+            return type(item)(replace(part) for part in item)
+        return item
+
+    shell = replace(value)
+    if not arrays:
+        return value
+    specs, offset = [], 0
+    with open(path, "wb") as file:
+        for array in arrays:
+            file.write(bytes(-offset % _ALIGN))
+            offset += -offset % _ALIGN
+            specs.append((array.dtype.str, array.shape, offset))
+            file.write(memoryview(array).cast("B"))
+            offset += array.nbytes
+    return _Shared(path, specs, shell)
+
+
+def _unshare(shared):
+    """Parent side: the reply with its arrays mapped from the file, which is deleted.
+    The pages are private and writable: the arrays behave as ordinary ones, and the
+    memory is freed once they are gone."""
+    with open(shared.path, "rb") as file:
+        memory = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+    os.unlink(shared.path)
+    arrays = [
+        np.frombuffer(memory, np.dtype(dtype), math.prod(shape), offset).reshape(shape)
+        for dtype, shape, offset in shared.specs
+    ]
+
+    def restore(item):
+        if isinstance(item, _ArrayRef):
+            return arrays[item.index]
+        if isinstance(item, (tuple, list)):
+            return type(item)(restore(part) for part in item)
+        return item
+
+    return restore(shared.shell)
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """Spawned workers start without running the parent's script again: multiprocessing
+    imports the parent's `__main__` in every child (`train.py` would import Keras and
+    TensorFlow there), unless it cannot find it."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved_file, saved_spec = main.__dict__.pop("__file__", None), getattr(main, "__spec__", None)
+    main.__spec__ = None  # `python -m module` would be imported again by name
+    try:
+        yield
+    finally:
+        if saved_file is not None:
+            main.__file__ = saved_file
+        main.__spec__ = saved_spec
