@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from faceparsing import drawing
 from faceparsing.classes import NUM_CLASSES, PART_NAMES
-from faceparsing.data import synthetic
 from faceparsing.data.layout import split_ids
 from faceparsing.data.release import MASK_SIZE, ReleaseLayout, merge_masks
 from faceparsing.files import atomic_write_text
@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCENE_SIZE = (768, 1024)  # height, width
 FACE_SIDE = {1: (0.25, 0.5), 2: (0.25, 0.42)}  # frame side / scene height, per faces in scene
 MAX_ANGLE = 30.0
-# The synthetic generator's nose tip (its nostrils) in face units; see synthetic._paint_details.
+# The synthetic generator's nose tip (its nostrils) in face units; see drawing._paint_details.
 SYNTHETIC_NOSE_Y = 45.0
 EYE_IDS = {PART_NAMES.index("l_eye") + 1, PART_NAMES.index("r_eye") + 1}
 
@@ -72,14 +72,14 @@ def parse_args(argv):
 
 def synthetic_landmarks(seed, image_id):
     """The five landmarks of synthetic face `image_id` at mask resolution (512), from the
-    same draws `synthetic.write_face` makes."""
+    same draws `drawing.draw_sample` makes."""
     rng = np.random.default_rng((seed, image_id))
-    face, pose = synthetic.random_face(rng), synthetic.random_pose(rng)
+    face, pose = drawing.random_face(rng), drawing.random_pose(rng)
     eye_x, eye_y = face["eye_x"], face["eye_y"]
     mouth_x, mouth_y = face["mouth_width"], face["mouth_y"]
     points = [[-eye_x, eye_y], [eye_x, eye_y], [0, SYNTHETIC_NOSE_Y], [-mouth_x, mouth_y],
               [mouth_x, mouth_y]]  # fmt: skip
-    return synthetic.to_canvas(np.array(points, dtype=float), pose)
+    return drawing.to_canvas(np.array(points, dtype=float), pose)
 
 
 def load_originals(root, image_ids, landmarks_mode, synthetic_seed):

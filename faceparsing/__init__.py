@@ -2,10 +2,11 @@
 
 Layers go one way (each imports only from the ones above it):
 
-- `classes`, `errors`, `files`, `images`, `cli`: foundations, no Keras.
-- `data`: the release layout, labels, augmentation, class weights, checks and
-  synthetic faces (no Keras), the Keras dataset (`data.dataset`) and a run's
-  data set-up, from its config to its datasets (`data.setup`).
+- `classes`, `errors`, `files`, `images`, `cli`, `drawing` (synthetic faces):
+  foundations, no Keras.
+- `data`: dataset layouts (the release, LaPa's folders, packs), batches, the loader's
+  workers, augmentation, class weights and the synthetic-set writer (no Keras), the
+  Keras dataset (`data.dataset`) and a run's data set-up (`data.setup`).
 - `model`: atrous layers, backbones, DeepLabV3+ and its cost.
 - `metrics`, `training.losses`, `training.schedules`; then `config` (the
   training settings, whose choices come from those modules), `serialization`

@@ -18,13 +18,15 @@ NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix=None):
+def atomic_path(path, suffix=None, durable=True):
     """Yield a temporary path beside `path`; on success it replaces `path` atomically.
 
     The temporary file lives in the same folder (so `os.replace` is atomic) and
     keeps the final suffix, which Keras uses to choose the file format. Its
     content is fsynced before the rename and the folder after it, so the new
-    file survives a power cut once this returns. A full file system raises
+    file survives a power cut once this returns; `durable=False` leaves the
+    fsyncs out, for files that are cheap to make again (caches, synthetic faces:
+    a killed process still leaves the old file or the new one). A full file system raises
     `NoSpaceError` naming `path` and leaves the old file; write through Python
     file objects (not h5py straight to disk, whose failed writes crash the
     process later), so that the error arrives here.
@@ -39,9 +41,11 @@ def atomic_path(path, suffix=None):
     os.unlink(temp_name)  # writers such as Keras refuse to overwrite without asking
     try:
         yield Path(temp_name)
-        fsync_path(temp_name)
+        if durable:
+            fsync_path(temp_name)
         os.replace(temp_name, path)
-        fsync_path(path.parent)
+        if durable:
+            fsync_path(path.parent)
     except OSError as error:
         if error.errno not in NO_SPACE_ERRNOS:
             raise
@@ -71,9 +75,9 @@ def remove_stale_temp_files(folder):
             stale.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path, data, durable=True):
     """Write `data` to `path` so that readers see the old file or all of the new one."""
-    with atomic_path(path) as temp_path:
+    with atomic_path(path, durable=durable) as temp_path:
         with open(temp_path, "wb") as handle:
             handle.write(data)
 

@@ -14,7 +14,7 @@ from conftest import REPO
 SCRIPTS = {"train", "evaluate", "visualize", "export", "data_generator", "deeplab"}
 PACKAGE = REPO / "faceparsing"
 FOUNDATIONS = {"faceparsing", "faceparsing.classes", "faceparsing.errors", "faceparsing.files",
-               "faceparsing.images", "faceparsing.cli"}  # fmt: skip
+               "faceparsing.images", "faceparsing.cli", "faceparsing.drawing"}  # fmt: skip
 # Modules that must import without Keras (and so without TensorFlow): the synthetic-face
 # workers and the data tools use them.
 KERAS_FREE = FOUNDATIONS | {

@@ -24,27 +24,12 @@ TARGETS = ("integer", "onehot")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class BatchOptions:
-    """Everything a batch depends on besides the layout and the ids.
-
-    Attributes:
-        batch_size: int. Images per batch (per process: see `num_processes`).
-        image_size: int. Side S of the square inputs.
-        target: str. "integer" or "onehot".
-        augment: bool. Flip (left/right ids swapped), scale, crop, rotate, colour.
-        shuffle: bool. A new order every epoch.
-        seed: int. Seed of the order and the augmentation.
-        drop_remainder: bool. Leave out the last, smaller batch.
-        pad: bool. Fill every batch up to `batch_size` with copies of weight 0, the
-            real images weighted so that Keras' mean over batches is the mean over
-            images (validation split over several devices or processes).
-        skip_bad_samples: bool. Replace an unreadable sample instead of raising.
-        class_weights: None, "per_image" or a float32 vector of one weight per class.
-        max_weight: float or None. Upper bound of "per_image" weights.
-        label_table: None or a (256,) uint8 array remapping ids (`class_map`).
-        class_set: ClassSet. The classes of the targets (after `label_table`).
-        num_processes: int. Processes sharing every global batch of
-            `batch_size * num_processes` images.
-        process_id: int. Which slice of each global batch this process loads.
+    """Everything a batch depends on besides the layout and the ids: the arguments of
+    `CelebAMaskHQ` of the same names, resolved (`class_weights`: None, "per_image" or
+    one float32 weight per class; `label_table`: None or the (256,) uint8 id map of
+    `class_map`; `class_set`: the classes after it). `pad` fills every batch up to
+    `batch_size` with copies of weight 0, the real images weighted so that Keras' mean
+    over batches is the mean over images (validation over several devices or processes).
     """
 
     batch_size: int = 8

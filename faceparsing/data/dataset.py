@@ -22,22 +22,16 @@ logger = logging.getLogger(__name__)
 
 
 class CelebAMaskHQ(keras.utils.PyDataset):
-    """Batches of face images and label maps for `model.fit` (any layout, see below).
+    """Batches of face images and label maps for `model.fit`, from any layout.
 
-    Batches are `(x, y)`, or `(x, y, w)` with `class_weights` or `pad`: x uint8
-    (B, S, S, 3) RGB in [0, 255] (the model casts and does its own preprocessing);
-    y uint8 (B, S, S) ids for target="integer" or uint8 (B, S, S, C) for "onehot";
-    w float32 (B, S, S) per-pixel weights. The last batch may be smaller unless
-    `drop_remainder` (or `pad`) is set.
-
-    A batch is a pure function of (seed, epoch, batch index) (`batches.BatchMaker`):
-    the same arrays in any thread or process, whether a run goes straight through or
-    resumes. `dataset[i]` is batch i of the current `epoch`, which `on_epoch_end`
-    advances and `set_epoch` sets; `FollowEpochs` keeps it equal to `fit`'s epoch.
-
-    With `workers`, the next batches of the epoch build on that many threads or
-    processes while the model trains on the current one (Keras' own enqueuer stays
-    off); read in order, as `fit` does with `shuffle=False`. `close()` stops them.
+    Batches are `(x, y)`, or `(x, y, w)` with `class_weights` or `pad`: x uint8 (B, S, S, 3)
+    RGB in [0, 255] (the model does its own preprocessing); y uint8 (B, S, S) ids
+    ("integer") or (B, S, S, C) one-hot; w float32 (B, S, S) pixel weights. A batch is a
+    pure function of (seed, epoch, index) (`batches.BatchMaker`), so a resumed run reads
+    what an uninterrupted one would. `dataset[i]` is batch i of `epoch`, which
+    `on_epoch_end` advances; `FollowEpochs` keeps it equal to `fit`'s. With `workers`,
+    the next batches of the epoch build while the model trains on this one (Keras'
+    enqueuer stays off: read in order, `fit(..., shuffle=False)`); `close()` stops them.
 
     Args:
         root: str, Path or layout. CelebAMask-HQ's release, LaPa's layout or your own
@@ -64,8 +58,8 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         drop_remainder: bool. Leave out the last, smaller batch. Defaults to False.
         class_map: dict, str or None. Merges or drops the data's classes
             (`faceparsing.classes.remap`); `class_set` is the result. Defaults to None.
-        workers: int. Threads or processes building batches ahead; 0 builds each batch
-            in the thread that asks. Defaults to 0.
+        workers: int. Threads or processes building batches ahead; 0: each batch in the
+            thread that asks. Defaults to 0.
         worker_type: str. "threads" or "processes". Defaults to "threads".
         steps_per_epoch: int or None. Batches per epoch, if not one pass: epochs then go
             on through the passes, with no sample skipped or repeated. Defaults to None.

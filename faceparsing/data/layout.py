@@ -1,10 +1,9 @@
 """Dataset layouts: what one is, which one a folder holds, and the checks on it.
 
-A layout reads the samples of one dataset by integer id. Three implement `Layout` in
-full: `release.ReleaseLayout` (CelebAMask-HQ as unzipped), `folder.FolderLayout`
-(LaPa's layout, or your own labelled faces in it) and `packed.PackedLayout` (any of
-them packed into ArrayRecord shards). `open_layout` picks one from what a folder
-holds; the dataset, the checks and the scripts read every dataset through it.
+A layout reads one dataset's samples by integer id. `release.ReleaseLayout` (CelebAMask-HQ
+as unzipped), `folder.FolderLayout` (LaPa's layout, or your own faces in it) and
+`packed.PackedLayout` (any of them packed) implement `Layout` in full; `open_layout`
+picks one for a folder, and everything reads datasets through it.
 """
 
 from pathlib import Path

@@ -1,16 +1,11 @@
 """Workers for the data work: one pool for threads or processes, and batches built ahead.
 
-`Pool(task, workers, kind)` calls `task(request)` on worker threads or worker processes
-behind one interface (`submit`, `result`, `map`, `close`): the batch loader, the pack
-writer and the synthetic-face writer all use it. Worker processes are spawned, never
-forked (a fork of a process running JAX or TensorFlow threads can deadlock), start
-without running the parent's script again (a `train.py` parent would make each of them
-import Keras), receive the task once, and hand large arrays back through a file in
-shared memory that the parent maps, so no pickled copy of a batch crosses the pipe.
-
-`Prefetcher` keeps the next batches building while the current one is used;
-`worker_count` and `choose_worker_type` say what a config's `workers` and
-`worker_type` mean on this machine.
+`Pool` runs a task on threads or processes behind one interface; the batch loader, the
+pack writer and the synthetic-set writer all use it. Processes are spawned, never forked
+(a fork of a process running JAX or TensorFlow threads can deadlock), do not run the
+parent's script again (`train.py` would import Keras in each), receive the task once and
+hand large arrays back through shared memory, not through the pipe. `Prefetcher` keeps
+the next batches building; `worker_count` and `choose_worker_type` read a config.
 """
 
 import collections
@@ -21,14 +16,13 @@ import math
 import mmap
 import multiprocessing
 import os
+import pickle
 import shutil
 import sys
 import tempfile
 import threading
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-
-import numpy as np
 
 WORKER_TYPES = ("auto", "threads", "processes")
 # "auto" uses processes for packed data from this many workers: on 2 idle cores threads
@@ -88,12 +82,8 @@ class WorkerError(RuntimeError):
 
 
 class Pool:
-    """`task(request)` on `workers` worker threads or processes, with one interface.
-
-    Args:
-        task: callable. For processes it must pickle: each worker receives it once.
-        workers: int. Worker threads or processes.
-        kind: str. "threads" or "processes". Defaults to "threads".
+    """`task(request)` on `workers` worker threads or processes (`kind`); for processes
+    `task` must pickle: each worker receives it once.
 
     Example:
     ```python
@@ -214,14 +204,9 @@ def prefetch_depth(depth, value, budget=None):
     return max(1, min(depth, budget // size)) if size else depth
 
 
-# ---------------------------------------------------------------------------
-# Worker processes: the task installed once, large arrays back through shared memory.
-# ---------------------------------------------------------------------------
-
 _WORKER = {}
 _REPLY_NUMBERS = itertools.count()
-_SHARE_MIN_BYTES = 1 << 16  # smaller arrays travel pickled
-_ALIGN = 64
+_SHARE_MIN_BYTES = 1 << 16  # smaller buffers travel in the pickle
 
 
 def _install_task(task, shared_dir):
@@ -245,64 +230,39 @@ def _shared_memory_dir():
 
 
 class _Shared:
-    """A reply whose large arrays lie in the file `path`: `shell` holds `_ArrayRef`s
-    where they were; `specs` gives each one's (dtype, shape, offset)."""
+    """A reply pickled with its large buffers (arrays' data) out of band, in the file `path`
+    at `spans` (offset, size)."""
 
-    def __init__(self, path, specs, shell):
-        self.path, self.specs, self.shell = path, specs, shell
-
-
-class _ArrayRef:
-    def __init__(self, index):
-        self.index = index
+    def __init__(self, path, pickled, spans):
+        self.path, self.pickled, self.spans = path, pickled, spans
 
 
 def _share(value, path):
-    """Worker side: `value` with its large arrays written to the file `path` (if any)."""
-    arrays = []
-
-    def replace(item):
-        if isinstance(item, np.ndarray) and item.nbytes >= _SHARE_MIN_BYTES:
-            arrays.append(np.ascontiguousarray(item))
-            return _ArrayRef(len(arrays) - 1)
-        if isinstance(item, (tuple, list)):
-            return type(item)(replace(part) for part in item)
-        return item
-
-    shell = replace(value)
-    if not arrays:
+    """Worker side: `value` pickled, its large buffers written to the file `path`."""
+    buffers = []
+    keep_in_band = lambda buffer: buffer.raw().nbytes < _SHARE_MIN_BYTES or buffers.append(buffer)  # noqa: E731
+    pickled = pickle.dumps(value, protocol=5, buffer_callback=keep_in_band)
+    if not buffers:
         return value
-    specs, offset = [], 0
+    spans, offset = [], 0
     with open(path, "wb") as file:
-        for array in arrays:
-            file.write(bytes(-offset % _ALIGN))
-            offset += -offset % _ALIGN
-            specs.append((array.dtype.str, array.shape, offset))
-            file.write(memoryview(array).cast("B"))
-            offset += array.nbytes
-    return _Shared(path, specs, shell)
+        for buffer in buffers:
+            data, padding = buffer.raw(), -offset % 64  # every array starts aligned
+            file.write(bytes(padding))
+            spans.append((offset + padding, data.nbytes))
+            file.write(data)
+            offset += padding + data.nbytes
+    return _Shared(path, pickled, spans)
 
 
 def _unshare(shared):
-    """Parent side: the reply with its arrays mapped from the file, which is deleted.
-    The pages are private and writable: the arrays behave as ordinary ones, and the
-    memory is freed once they are gone."""
+    """Parent side: the reply, its arrays mapped from the file, which is deleted. The pages
+    are private and writable, so the arrays behave as ordinary ones."""
     with open(shared.path, "rb") as file:
         memory = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
     os.unlink(shared.path)
-    arrays = [
-        np.frombuffer(memory, np.dtype(dtype), math.prod(shape), offset).reshape(shape)
-        for dtype, shape, offset in shared.specs
-    ]
-
-    def restore(item):
-        if isinstance(item, _ArrayRef):
-            return arrays[item.index]
-        if isinstance(item, (tuple, list)):
-            return type(item)(restore(part) for part in item)
-        return item
-
-    return restore(shared.shell)
+    view = memoryview(memory)
+    return pickle.loads(shared.pickled, buffers=[view[o : o + n] for o, n in shared.spans])
 
 
 @contextlib.contextmanager

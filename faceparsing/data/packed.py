@@ -1,11 +1,9 @@
 """Packed data: each split in a few ArrayRecord shards, read at the model's speed.
 
-`python data_generator.py pack` (and `pack_cache`, the pack at the training size that
-`train.py` writes on first use) decodes every image once at the packed size and stores
-it with its label map (`packing.py` writes; this module reads). A sample then costs
-one small JPEG decode and one run-length expansion from shard files that stay open,
-instead of a 1024x1024 decode and 18 mask files; the measured costs are in
-docs/performance.md.
+A pack (`data_generator.py pack`, or `pack_cache` at the training size) holds every
+image decoded once at the packed size with its label map (`packing.py` writes, this
+module reads): a sample is one small JPEG decode and one run-length expansion instead
+of a 1024x1024 decode and 18 mask files (docs/performance.md).
 
 ```
 P/manifest.json                        written last: format, source, sizes, shards, checksums
@@ -19,9 +17,8 @@ run count n, n uint8 ids, n uint16 run lengths), the runs over the row-major ids
 longer than 65,535 pixels is cut in pieces). Format version 1 (b"FPK1", zlib of the raw
 ids) is still read.
 
-ArrayRecord is the random-access format of the JAX ecosystem (what grain reads): record
-i of a shard is read by index without a separate index file, with neither TensorFlow
-nor JAX imported.
+ArrayRecord (the random-access format grain reads) reads record i of a shard by index,
+with neither TensorFlow nor JAX imported.
 """
 
 import functools
@@ -47,13 +44,11 @@ FORMAT = "faceparsing-packed"
 FORMAT_VERSION = 2
 # Versions this code reads: a record names its own label coding (its magic).
 READABLE_VERSIONS = (1, 2)
-# Quality 95: the re-encoded 512x512 image differs from the release's decode by
-# about 1 grey level on average (benchmarks/RESULTS.md: PSNR and the mIoU
-# change); 90 saves ~35% of the bytes but doubles that error, and the shards
-# are small either way (~60 KB a sample).
+# Quality 95: ~1 grey level from the release's decode (docs/performance.md); 90 saves
+# ~35% of the bytes but doubles that error.
 JPEG_QUALITY = 95
-# ~1,000 samples (~60-90 MB at 512) a shard: few files to list and open, and
-# a killed pack loses at most one shard's work.
+# ~1,000 samples (~60-90 MB at 512) a shard: few files, and a killed pack loses at most
+# one shard's work.
 SAMPLES_PER_SHARD = 1000
 PACKED_SPLITS = ("train", "val", "test")
 _MAGIC = b"FPK2"

@@ -36,9 +36,7 @@ class SampleEncoder:
     """`image_id -> record` from the source layout: what a packing worker process runs."""
 
     def __init__(self, layout, image_size, quality):
-        self.layout = layout
-        self.image_size = image_size
-        self.quality = quality
+        self.layout, self.image_size, self.quality = layout, image_size, quality
 
     def __call__(self, image_id):
         image, label = self.layout.load_sample(image_id, self.image_size)
@@ -198,12 +196,16 @@ def _start_or_resume(out, plan):
 
 
 def _write_shards(layout, out, plan, shards, workers, progress):
+    from tqdm import tqdm
+
     encoder = SampleEncoder(layout, plan["image_size"], plan["jpeg_quality"])
-    bar = _progress_bar(sum(len(shard["ids"]) for shard in shards), progress)
-    with Pool(encoder, workers, "processes") as pool:
+    total = sum(len(shard["ids"]) for shard in shards)
+    with (
+        Pool(encoder, workers, "processes") as pool,
+        tqdm(total=total, desc="packing", unit="image", disable=not progress) as bar,
+    ):
         for shard in shards:
             _write_shard(out / shard["file"], pool.map(shard["ids"]), bar)
-    bar.close()
 
 
 def _write_shard(path, records, bar):
@@ -236,19 +238,3 @@ def _manifest(out, plan):
         ]  # fmt: skip
         manifest["splits"][split] = {"count": sum(len(s["ids"]) for s in shards), "shards": entries}
     return manifest
-
-
-class _NoBar:
-    def update(self, count):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress_bar(total, enabled):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="packing", unit="image")

@@ -272,13 +272,11 @@ class ReleaseLayout:
         )
 
     def problems(self, ids, full=False):
-        """Missing folders, then for each id: its image and first mask's headers (quick),
+        """Missing folders, then for each id its image and masks: their headers (quick),
         or every file decoded (`full`)."""
         found = self._folder_problems()
-        if found or not (self.root / MAPPING_FILE).is_file():
-            return found
-        for image_id in ids:
-            found += self._full_problems(image_id) if full else self._header_problems(image_id)
+        for image_id in ids if not found else ():
+            found += self._sample_problems(image_id, full)
         return found
 
     def _folder_problems(self):
@@ -289,56 +287,29 @@ class ReleaseLayout:
             for what, name, exists in (
                 ("mapping file", MAPPING_FILE, (self.root / MAPPING_FILE).is_file()),
                 ("image folder", IMAGE_DIR, (self.root / IMAGE_DIR).is_dir()),
+                ("mask folder", MASK_DIR, (self.root / MASK_DIR).is_dir()),
             )
             if not exists
         ]  # fmt: skip
-        if not (self.root / MASK_DIR).is_dir():
-            message = f"mask folder not found: {self.root / MASK_DIR}"
-            if (self.root / MISSPELT_MASK_DIR).is_dir():
-                message += f" (found the misspelt '{MISSPELT_MASK_DIR}': rename it to '{MASK_DIR}')"
-            found.append(message)
+        if (self.root / MISSPELT_MASK_DIR).is_dir():
+            found.append(f"found the misspelt '{MISSPELT_MASK_DIR}': rename it to '{MASK_DIR}'")
         return found
 
-    def _header_problems(self, image_id):
+    def _sample_problems(self, image_id, full):
         parts = existing_parts(self.root, image_id)
-        if not parts:
-            return [no_parts_message(self.root, image_id)]
-        found = []
-        for path, size in ((self.image_path(image_id), IMAGE_SIZE), (parts[0][1], MASK_SIZE)):
+        found = [] if parts else [no_parts_message(self.root, image_id)]
+        files = [(self.image_path(image_id), IMAGE_SIZE)] + [(p, MASK_SIZE) for _, p, _ in parts]
+        for path, size in files if full else files[:2]:
             try:
                 with open_image(path, "file") as file:
-                    width, height = file.size
+                    if full:
+                        file.load()  # decodes everything, so truncated files fail here
+                    if file.size != (size, size):
+                        found.append(
+                            f"{path} is {file.size[0]}x{file.size[1]}, expected {size}x{size}"
+                        )
             except ImageNotFoundError:
                 found.append(f"missing file {path}")
-                continue
-            except DatasetError as error:
-                found.append(str(error))
-                continue
-            if (width, height) != (size, size):
-                found.append(f"{path} is {width}x{height}, expected {size}x{size}")
-        return found
-
-    def _full_problems(self, image_id):
-        path = self.image_path(image_id)
-        found = []
-        try:
-            with open_image(path) as image:
-                image.load()  # decodes everything, so truncated files fail here
-                if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                    found.append(
-                        f"image {path} is {image.size[0]}x{image.size[1]}, expected "
-                        f"{IMAGE_SIZE}x{IMAGE_SIZE}"
-                    )
-        except ImageNotFoundError:
-            found.append(f"missing image {path}")
-        except DatasetError as error:
-            found.append(str(error))
-        parts = existing_parts(self.root, image_id)
-        if not parts:
-            return found + [no_parts_message(self.root, image_id)]
-        for _, part, _ in parts:
-            try:
-                read_mask(part)
             except DatasetError as error:
                 found.append(str(error))
         return found
