@@ -222,7 +222,7 @@ class LabelCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         info = PngImagePlugin.PngInfo()
         info.add_text("fingerprint", fingerprint)
-        with atomic_path(path) as temp_path:
+        with atomic_path(path, durable=False) as temp_path:  # a cache: a lost entry is merged again
             Image.fromarray(label, mode="L").save(temp_path, format="PNG", pnginfo=info)
 
 
