@@ -7,14 +7,19 @@ model = deeplab.DeepLabV3Plus(backbone="mobilenetv2", output_stride=16, weights=
 logits = model(images)  # float32 RGB in [0, 255], (B, H, W, 3) -> (B, H, W, 19)
 
 model = deeplab.load_checkpoint("runs/demo/best.keras")  # safe mode, checked
+
+# The head's layers, for a model of your own:
+x = deeplab.SpatialPyramidPooling(rates=(6, 12, 18), filters=256, name="aspp")(features)
+x = deeplab.DeepLabV3PlusDecoder(filters=256, name="decoder")([x, low_level_features])
 ```
 
 Importing this module registers every custom Keras object of the project, so
 `keras.saving.load_model("runs/demo/best.keras")` works after it too.
 
 The code lives in `faceparsing/model/`: `atrous` (space-to-batch atrous
-layers), `backbones` (atrous keras.applications networks), `layers`,
-`deeplabv3plus` (the model) and `cost` (parameters and multiply-adds).
+layers), `backbones` (atrous keras.applications networks), `head` (ASPP and the
+decoder), `layers`, `deeplabv3plus` (the model), `legacy` (the flat head of checkpoints
+saved before the head layers) and `cost` (parameters and multiply-adds).
 
 Usage (a table of parameters and multiply-adds of every backbone):
 
@@ -43,11 +48,13 @@ from faceparsing.model.backbones import (
 )
 from faceparsing.model.cost import count_multiply_adds, model_report, print_report_table
 from faceparsing.model.deeplabv3plus import DEFAULT_ASPP_RATES, DeepLabV3Plus
+from faceparsing.model.head import ConvBNReLU, DeepLabV3PlusDecoder, SpatialPyramidPooling
 from faceparsing.model.layers import ImagePreprocessing, ResizeLike
 
 __all__ = [
     "BACKBONES", "DEFAULT_ASPP_RATES", "OUTPUT_STRIDES", "AtrousConv2D", "AtrousDepthwiseConv2D",
-    "AtrousSeparableConv2D", "DeepLabV3Plus", "ImagePreprocessing",
+    "AtrousSeparableConv2D", "ConvBNReLU", "DeepLabV3Plus", "DeepLabV3PlusDecoder",
+    "ImagePreprocessing", "SpatialPyramidPooling",
     "PretrainedWeightsUnavailableError", "ResizeLike", "atrous_same", "build_atrous_backbone",
     "copy_weights_by_name", "count_multiply_adds", "load_checkpoint", "model_report",
 ]  # fmt: skip

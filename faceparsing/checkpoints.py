@@ -7,7 +7,7 @@ import keras
 from faceparsing import config as config_lib
 from faceparsing import serialization  # noqa: F401  (registers the custom objects)
 from faceparsing.classes import NUM_CLASSES
-from faceparsing.errors import CheckpointError
+from faceparsing.errors import CheckpointError, first_line
 
 
 def load_checkpoint(path, num_classes=None):
@@ -33,7 +33,7 @@ def load_checkpoint(path, num_classes=None):
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad archive
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error, type(error).__name__)
         raise CheckpointError(f"checkpoint {path} could not be loaded: {reason}") from None
     classes = model.output_shape[-1]
     if num_classes is not None and classes != num_classes:

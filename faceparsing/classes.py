@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from faceparsing.errors import ConfigError
+from faceparsing.errors import ConfigError, first_line
 
 # Part names in the official merge order of `g_mask.py`: a part's label id is
 # its position + 1, and later parts overwrite earlier ones ("making a pizza":
@@ -222,9 +222,7 @@ def load_class_set(value):
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(
-            f"class set {path} is not valid YAML: {str(error).splitlines()[0]}"
-        ) from None
+        raise ConfigError(f"class set {path} is not valid YAML: {first_line(error)}") from None
     return class_set_from_config(data, source=str(path), default_name=path.stem)
 
 
@@ -347,9 +345,7 @@ def parse_class_map(value, source="class_map"):
             try:
                 value = yaml.safe_load(text)
             except yaml.YAMLError as error:
-                raise ConfigError(
-                    f"{source} is not valid YAML: {str(error).splitlines()[0]}"
-                ) from None
+                raise ConfigError(f"{source} is not valid YAML: {first_line(error)}") from None
     if not isinstance(value, dict) or not value:
         raise ConfigError(
             f"{source}: expected a mapping {{target class: [source classes]}}, got {value!r}"

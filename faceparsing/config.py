@@ -2,7 +2,8 @@
 
 A YAML file in `configs/` lists only the keys it changes; `--key=value` on the
 command line overrides any key. Unknown keys and values of the wrong type are
-reported in one line that lists the valid keys.
+reported in one line that lists the valid keys. Each key's `scope` says what may
+change it without changing what is learned (`setting`).
 """
 
 import dataclasses
@@ -16,22 +17,39 @@ from faceparsing.data.class_weights import WEIGHT_SCHEMES
 from faceparsing.data.layout import DATASETS
 from faceparsing.data.loader import WORKER_TYPES
 from faceparsing.data.splits import SPLITS
-from faceparsing.errors import ConfigError
+from faceparsing.errors import ConfigError, first_line
 from faceparsing.files import atomic_write_text
 from faceparsing.model.backbones import BACKBONES, OUTPUT_STRIDES
-from faceparsing.training.losses import LOSSES
-from faceparsing.training.schedules import LR_SCHEDULES, OPTIMIZERS
 
-# Values the training recipe itself defines (no other module lists them).
+# Values the training recipe defines; `training.losses` and `training.schedules` build
+# each of them (the data and model choices come from the modules that implement them).
+LOSSES = ("cross_entropy", "focal", "dice_ce", "lovasz")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+LR_SCHEDULES = ("poly", "cosine", "constant")
 MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE_MODES = ("auto", "true", "false")
 DISTRIBUTE_MODES = ("none", "mirrored", "multiworker", "data_parallel")
+# Keys of earlier versions: a run folder's config.yaml may hold them (they are ignored
+# there); given anew, they are a one-line error with the way on.
+RETIRED_KEYS = {
+    "use_multiprocessing": "set worker_type: processes for worker processes (forked workers could "
+    "hang JAX and TensorFlow; spawned ones cannot)",
+}
+SCOPES = ("run", "resume", "host")
+
+
+def setting(default, scope="run"):
+    """A config key whose `scope` says what may change it without changing what is learned:
+    "run", nothing (a rerun of the run folder must keep it, every host must agree);
+    "resume", a rerun (how long, how fast, what is logged; every host must agree);
+    "host", also each host of a multi-host job (where things are, data loading, verbosity)."""
+    return dataclasses.field(default=default, metadata={"scope": scope})
 
 
 @dataclasses.dataclass
 class TrainConfig:
     # --- data ---
-    data_root: str = "data/CelebAMask-HQ"  # folder holding the unzipped release
+    data_root: str = setting("data/CelebAMask-HQ", "host")  # folder holding the unzipped release
     dataset: str = "auto"  # auto (detected)|celebamask_hq|lapa|folder (LaPa's layout, own classes)
     classes: str = ""  # the data's class set: "" = the layout's own, lapa, or a YAML file
     class_map: str = ""  # merge/drop classes: YAML {target: [sources]} or its file; "" = none
@@ -46,15 +64,10 @@ class TrainConfig:
     target: str = "integer"  # integer -> sparse CE; onehot -> categorical CE
     class_weights: str = "none"  # none|per_image|inverse_frequency|median_frequency|enet
     max_class_weight: float = 0.0  # 0 = no clipping; clipping keeps rare-class weights sane
-    cache_dir: str = (
-        ""  # merged-label cache ("" = <data_root>/.label_cache, "none" = off): ~5x faster loading
-    )
+    cache_dir: str = setting("", "host")  # merged labels: "" = <data_root>/.label_cache, none = off
     pack_cache: str = ""  # decode once at image_size: "" = off, auto = <data_root>/.pack_<image_size>, or a folder
-    workers: str = "auto"  # batch-building threads: auto = the CPUs this process may use (affinity, cgroup quota), or N
-    worker_type: str = (
-        "auto"  # auto|threads|processes: auto = processes for packed data, 4+ workers
-    )
-    use_multiprocessing: bool = False  # removed (true is refused): threads scale, forks hang JAX
+    workers: str = setting("auto", "host")  # batch-building workers: auto = usable CPUs, or N
+    worker_type: str = setting("auto", "host")  # threads|processes|auto: processes for packs, 4+
     skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping
     # --- model ---
     backbone: str = "resnet50"  # BACKBONES in model/backbones.py: resnet, mobilenet, xception
@@ -71,7 +84,7 @@ class TrainConfig:
         0.0  # 0 = Keras/application defaults; ~0.9 for short runs from scratch
     )
     # --- optimisation ---
-    epochs: int = 30  # enough for the real set at 512 with a pretrained backbone
+    epochs: int = setting(30, "resume")  # enough for the real set at 512 with a pretrained backbone
     steps_per_epoch: int = 0  # 0 = one pass over the training split
     loss: str = "cross_entropy"  # cross_entropy|focal|dice_ce|lovasz
     focal_gamma: float = 2.0  # Lin et al. 2017 default
@@ -84,14 +97,18 @@ class TrainConfig:
     seed: int = 0  # seeds Python, NumPy and the backend
     mixed_precision: str = "float32"  # float32|mixed_float16|mixed_bfloat16
     jit_compile: str = "auto"  # auto|true|false (XLA compilation of the train step)
-    steps_per_execution: int = 1  # train steps per compiled call: less Python per step on a GPU
-    run_eagerly: bool = False  # no graph tracing: Python-debuggable, slow per step, no compile wait
+    steps_per_execution: int = setting(
+        1, "resume"
+    )  # train steps per compiled call: less Python per step on a GPU
+    run_eagerly: bool = setting(
+        False, "resume"
+    )  # no graph tracing: Python-debuggable, slow per step, no compile wait
     distribute: str = "none"  # none|mirrored (TensorFlow)|data_parallel (JAX; several hosts: KERAS_DISTRIBUTION_*); multiworker is refused (keras#20585)
     # --- run folder ---
-    run_dir: str = "runs/default"  # config.yaml, metrics.csv, checkpoints, curves
+    run_dir: str = setting("runs/default", "host")  # config.yaml, metrics.csv, checkpoints, curves
     init: str = ""  # start from another checkpoint's weights (.keras); another class set: new head
-    tensorboard: bool = False  # write TensorBoard logs to <run_dir>/tensorboard
-    verbose: int = 1  # 1 = progress bar, 2 = one line per epoch, 0 = silent
+    tensorboard: bool = setting(False, "resume")  # write TensorBoard logs to <run_dir>/tensorboard
+    verbose: int = setting(1, "host")  # 1 = progress bar, 2 = one line per epoch, 0 = silent
 
 
 # Each enumeration comes from the module that implements it.
@@ -122,6 +139,16 @@ RANGES = {
 }
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+
+
+def keys_of_scope(*scopes):
+    """The config keys whose `setting` scope is one of `scopes`."""
+    return {name for name, field in FIELDS.items() if field.metadata.get("scope", "run") in scopes}
+
+
+# A rerun of a run folder may change these; the hosts of one job may differ in these.
+RESUMABLE_KEYS = keys_of_scope("resume", "host")
+PER_HOST_KEYS = keys_of_scope("host")
 
 
 def _valid_keys():
@@ -170,13 +197,14 @@ def _check_value(key, value):
             raise ConfigError(f"config key '{key}' must lie in [{low}, {high}], got {value!r}")
 
 
-def apply_overrides(config, overrides, source):
+def apply_overrides(config, overrides, source, saved=False):
     """Return a copy of `config` with the `overrides` dict applied.
 
     Args:
         config: TrainConfig. The configuration to start from.
         overrides: dict. Key -> value, values already parsed (YAML types).
         source: str. Where the overrides come from, named in errors.
+        saved: bool. A run folder's config.yaml: retired keys are ignored.
     """
     if not isinstance(overrides, dict):
         raise ConfigError(
@@ -184,6 +212,10 @@ def apply_overrides(config, overrides, source):
         )
     values = {}
     for key, value in overrides.items():
+        if key in RETIRED_KEYS:
+            if saved:
+                continue
+            raise ConfigError(f"{source}: config key '{key}' was removed; {RETIRED_KEYS[key]}")
         if key not in FIELDS:
             raise ConfigError(f"{source}: unknown config key '{key}'. Valid keys: {_valid_keys()}")
         value = _coerce(key, value)
@@ -200,8 +232,7 @@ def load_yaml(path):
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        reason = str(error).splitlines()[0]
-        raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {first_line(error)}") from None
     return {} if data is None else data
 
 
@@ -247,15 +278,4 @@ def save(config, path):
 
 def load_run_config(path):
     """Read a run folder's config.yaml back into a TrainConfig (unknown keys are errors)."""
-    return apply_overrides(TrainConfig(), load_yaml(path), str(path))
-
-
-def use_fast_atrous(fast_atrous, backend, devices):
-    """Whether to build space-to-batch atrous layers for `fast_atrous` on this machine.
-
-    "auto" picks what measured faster: on, except under JAX on CPU
-    (see docs/training.md, "Fast atrous convolution").
-    """
-    if fast_atrous != "auto":
-        return fast_atrous == "true"
-    return not (backend == "jax" and all(device == "cpu" for device in devices))
+    return apply_overrides(TrainConfig(), load_yaml(path), str(path), saved=True)

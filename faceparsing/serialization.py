@@ -10,12 +10,13 @@ import of this module (which `deeplab` and `load_checkpoint` do) loads any of th
 from faceparsing.metrics import SegmentationMeanIoU
 from faceparsing.model.atrous import AtrousConv2D, AtrousDepthwiseConv2D, AtrousSeparableConv2D
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
+from faceparsing.model.head import ConvBNReLU, DeepLabV3PlusDecoder, SpatialPyramidPooling
 from faceparsing.model.layers import ImagePreprocessing, ResizeLike
 from faceparsing.training.losses import DiceCrossEntropyLoss, FocalLoss, LovaszSoftmaxLoss
 from faceparsing.training.schedules import WarmupPolyDecay
 
 REGISTERED_CLASSES = (
-    AtrousConv2D, AtrousDepthwiseConv2D, AtrousSeparableConv2D, DeepLabV3Plus,
-    DiceCrossEntropyLoss, FocalLoss, ImagePreprocessing, LovaszSoftmaxLoss, ResizeLike,
-    SegmentationMeanIoU, WarmupPolyDecay,
+    AtrousConv2D, AtrousDepthwiseConv2D, AtrousSeparableConv2D, ConvBNReLU, DeepLabV3Plus,
+    DeepLabV3PlusDecoder, DiceCrossEntropyLoss, FocalLoss, ImagePreprocessing, LovaszSoftmaxLoss,
+    ResizeLike, SegmentationMeanIoU, SpatialPyramidPooling, WarmupPolyDecay,
 )  # fmt: skip

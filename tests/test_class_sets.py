@@ -105,11 +105,13 @@ def test_init_across_class_sets_keeps_all_but_the_head(lapa_root, capsys):
         "a new head for 11 classes (lapa) replaces its 19 (celebamask_hq)"
         in capsys.readouterr().out
     )
-    for name in (model.backbone.name, "aspp_projection", "decoder_conv_2"):
-        mine_all, theirs_all = (
-            model.get_layer(name).get_weights(),
-            source.get_layer(name).get_weights(),
-        )
+    pairs = [  # the fixture's head is flat (saved before the head layers)
+        (model.backbone, source.get_layer(model.backbone.name)),
+        (model.get_layer("aspp").blocks["projection"].conv, source.get_layer("aspp_projection")),
+        (model.get_layer("decoder").blocks["conv_2"].norm, source.get_layer("decoder_conv_2_bn")),
+    ]
+    for mine_layer, theirs_layer in pairs:
+        mine_all, theirs_all = mine_layer.get_weights(), theirs_layer.get_weights()
         assert mine_all
         for mine, theirs in zip(mine_all, theirs_all, strict=True):
             np.testing.assert_array_equal(mine, theirs)

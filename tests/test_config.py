@@ -100,23 +100,22 @@ def test_workers_is_auto_or_a_positive_count():
             resolve(None, [bad])
 
 
-def test_fast_atrous_auto_is_off_only_for_jax_on_cpu():
-    from faceparsing.config import use_fast_atrous
-
-    assert use_fast_atrous("auto", "tensorflow", ["cpu"])
-    assert use_fast_atrous("auto", "jax", ["gpu", "gpu"])
-    assert not use_fast_atrous("auto", "jax", ["cpu"])
-    assert not use_fast_atrous("false", "tensorflow", ["gpu"])
-    assert use_fast_atrous("true", "jax", ["cpu"])
+def test_a_retired_key_is_a_one_line_error_but_old_run_folders_still_read(tmp_path):
+    with pytest.raises(ConfigError, match="'use_multiprocessing' was removed; set worker_type"):
+        config.resolve(None, ["--use_multiprocessing=true"])
+    saved = tmp_path / "config.yaml"  # a run folder written before the key was retired
+    saved.write_text("use_multiprocessing: false\nepochs: 3\n")
+    assert config.load_run_config(saved).epochs == 3
 
 
-def test_multiprocessing_workers_are_refused_with_the_way_out(demo_root, tmp_path):
-    from conftest import tiny_train_args
-
-    import train
-
-    arguments = tiny_train_args(demo_root, tmp_path / "run", "--use_multiprocessing=true")
-    assert train.main(arguments) == 2
+def test_scopes_say_what_a_rerun_and_each_host_may_change():
+    assert config.PER_HOST_KEYS == {
+        "data_root", "cache_dir", "run_dir", "workers", "worker_type", "verbose"
+    }  # fmt: skip
+    assert config.RESUMABLE_KEYS == config.PER_HOST_KEYS | {
+        "epochs", "steps_per_execution", "run_eagerly", "tensorboard"
+    }  # fmt: skip
+    assert "learning_rate" not in config.RESUMABLE_KEYS and "seed" not in config.RESUMABLE_KEYS
 
 
 def test_exponent_without_a_dot_is_a_float(tmp_path):

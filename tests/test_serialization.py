@@ -20,7 +20,8 @@ OLD_CHECKPOINT = FIXTURES / "old_layout_v0.1.keras"
 # What saved .keras files call the project's classes; renaming any breaks old checkpoints.
 REGISTERED_NAMES = {
     "faceparsing>AtrousConv2D", "faceparsing>AtrousDepthwiseConv2D",
-    "faceparsing>AtrousSeparableConv2D", "faceparsing>DeepLabV3Plus",
+    "faceparsing>AtrousSeparableConv2D", "faceparsing>ConvBNReLU", "faceparsing>DeepLabV3Plus",
+    "faceparsing>DeepLabV3PlusDecoder", "faceparsing>SpatialPyramidPooling",
     "faceparsing>DiceCrossEntropyLoss", "faceparsing>FocalLoss", "faceparsing>ImagePreprocessing",
     "faceparsing>LovaszSoftmaxLoss", "faceparsing>ResizeLike", "faceparsing>SegmentationMeanIoU",
     "faceparsing>WarmupPolyDecay",

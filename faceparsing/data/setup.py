@@ -66,13 +66,10 @@ def training_class_set(config, layout=None):
 
 
 def select_ids(config, split, limit, layout=None):
-    """Ids of a split, capped at `limit` (0 = all), checked quickly before training."""
+    """Ids of a split, capped at `limit` (0 = all), checked quickly before training (an
+    empty split is refused by the dataset)."""
     layout = layout or data_layout(config)
-    ids = layout.split_ids(split)
-    if limit:
-        ids = ids[:limit]
-    if not ids:
-        raise DatasetError(f"split '{split}' of {config.data_root} has no images")
+    ids = layout.split_ids(split)[: limit or None]
     validate_split(layout, ids)
     return ids
 
@@ -130,12 +127,6 @@ def build_datasets(config, num_processes=1, process_id=0):
     With a `distribute` mode every validation batch is full, padded with images of
     weight 0, so that it splits over the devices and the padding counts nowhere.
     """
-    if config.use_multiprocessing:
-        raise ConfigError(
-            "use_multiprocessing: true is no longer supported: worker threads scale (the image "
-            "work releases the GIL) and forked processes can hang JAX/TensorFlow; set "
-            "--use_multiprocessing=false and --worker_type=processes for worker processes"
-        )
     if config.batch_size % num_processes:
         raise ConfigError(
             f"batch_size {config.batch_size} must be a multiple of the {num_processes} "

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from faceparsing.errors import DatasetError
+from faceparsing.errors import DatasetError, first_line
 from faceparsing.files import atomic_path
 from faceparsing.images import IMAGE_SUFFIXES, list_images, save_png
 
@@ -59,7 +59,7 @@ def read_frames(path):
     try:
         meta = next(reader)
     except (OSError, RuntimeError, StopIteration) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else "no stream"
+        reason = first_line(error, "no stream")
         raise VideoError(f"cannot read video {path}: {reason}") from None
     width, height = meta["size"]
     fps = float(meta.get("fps") or 25.0)

@@ -158,3 +158,12 @@ ATROUS_CLASSES = {
     layers.DepthwiseConv2D: AtrousDepthwiseConv2D,
     layers.SeparableConv2D: AtrousSeparableConv2D,
 }
+
+
+def fast_atrous_for(setting, backend, devices):
+    """Whether to build space-to-batch atrous layers for a config's `fast_atrous` on this
+    machine: "auto" is what measured faster, on except under JAX on CPU (see docs/training.md,
+    "Fast atrous convolution")."""
+    if setting != "auto":
+        return setting == "true"
+    return not (backend == "jax" and all(device == "cpu" for device in devices))

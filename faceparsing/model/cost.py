@@ -27,6 +27,14 @@ def count_multiply_adds(model):
     """
     total = 0
     for layer in _all_layers(model):
+        if hasattr(layer, "multiply_adds"):  # a layer of layers (ASPP, the decoder)
+            shape = (
+                [x.shape for x in layer.input]
+                if isinstance(layer.input, list)
+                else layer.input.shape
+            )
+            total += layer.multiply_adds(shape)
+            continue
         positions = math.prod(layer.output.shape[1:-1]) if layer.weights else 0
         if isinstance(layer, layers.SeparableConv2D):
             kernel_size = math.prod(layer.depthwise_kernel.shape) + math.prod(

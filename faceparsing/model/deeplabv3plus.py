@@ -10,57 +10,18 @@ from keras import layers
 
 from faceparsing import KERAS_PACKAGE
 from faceparsing.classes import CELEBAMASK_HQ, NUM_CLASSES, ClassSet, class_set_from_config
-from faceparsing.model.atrous import AtrousConv2D
 from faceparsing.model.backbones import (
     build_atrous_backbone,
     check_backbone,
     check_output_stride,
 )
+from faceparsing.model.head import DeepLabV3PlusDecoder, SpatialPyramidPooling
 from faceparsing.model.layers import ImagePreprocessing, ResizeLike
+from faceparsing.model.legacy import flat_head
 
 # ASPP rates of the paper for each output stride; 32 halves the OS16 rates.
 DEFAULT_ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
-
-# --------------------------------------------------------------------------
-# DeepLabV3+.
-# --------------------------------------------------------------------------
-
-
-def _conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1, fast_atrous=True, momentum=0.99):
-    conv_class = AtrousConv2D if (fast_atrous and dilation_rate > 1) else layers.Conv2D
-    x = conv_class(
-        filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
-        name=name,
-    )(x)  # fmt: skip
-    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
-
-
-def _aspp(features, rates, filters, dropout, fast_atrous, momentum=0.99):
-    branches = [_conv_bn_relu(features, filters, 1, "aspp_conv_1x1", momentum=momentum)]
-    for rate in rates:
-        branches.append(
-            _conv_bn_relu(
-                features, filters, 3, f"aspp_conv_rate_{rate}", rate, fast_atrous=fast_atrous,
-                momentum=momentum,
-            )
-        )  # fmt: skip
-    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pooling")(features)
-    pooled = _conv_bn_relu(pooled, filters, 1, "aspp_pooling_conv", momentum=momentum)
-    branches.append(ResizeLike(name="aspp_pooling_upsample")([pooled, features]))
-    x = layers.Concatenate(name="aspp_concat")(branches)
-    x = _conv_bn_relu(x, filters, 1, "aspp_projection", momentum=momentum)
-    return layers.Dropout(dropout, name="aspp_dropout")(x)
-
-
-def _decoder(aspp_features, low_level, low_level_filters, filters, momentum=0.99):
-    x = ResizeLike(name="decoder_upsample")([aspp_features, low_level])
-    low_level = _conv_bn_relu(
-        low_level, low_level_filters, 1, "decoder_low_level", momentum=momentum
-    )
-    x = layers.Concatenate(name="decoder_concat")([x, low_level])
-    x = _conv_bn_relu(x, filters, 3, "decoder_conv_1", momentum=momentum)
-    return _conv_bn_relu(x, filters, 3, "decoder_conv_2", momentum=momentum)
+HEADS = ("layers", "flat")
 
 
 @keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
@@ -121,6 +82,11 @@ class DeepLabV3Plus(keras.Model):
             the model predicts, saved in its config so a loaded checkpoint
             knows its names, palette and flip pairs. None: CelebAMask-HQ's
             for 19 classes (checkpoints from before class sets load so).
+        head: str. "layers": ASPP and the decoder are the named layers
+            `SpatialPyramidPooling` ("aspp") and `DeepLabV3PlusDecoder`
+            ("decoder") of `faceparsing.model.head`; "flat": their operations as
+            individual layers, as in checkpoints saved before those layers
+            (`faceparsing.model.legacy`). Defaults to "layers".
         name: str. Model name. Defaults to "deeplabv3plus".
 
     Example:
@@ -148,6 +114,7 @@ class DeepLabV3Plus(keras.Model):
         fast_atrous=True,
         batchnorm_momentum=None,
         class_set=None,
+        head="layers",
         name="deeplabv3plus",
         **kwargs,
     ):
@@ -168,8 +135,18 @@ class DeepLabV3Plus(keras.Model):
         )
         low_level, high_level = backbone_model(x)
         head_momentum = 0.99 if batchnorm_momentum is None else batchnorm_momentum
-        x = _aspp(high_level, aspp_rates, aspp_filters, dropout, fast_atrous, head_momentum)
-        x = _decoder(x, low_level, low_level_filters, decoder_filters, head_momentum)
+        if head not in HEADS:
+            raise ValueError(f"`head` must be one of {HEADS}. Received: head={head!r}")
+        if head == "flat":  # a checkpoint saved before the head layers
+            x = flat_head(high_level, low_level, aspp_rates, aspp_filters, dropout, fast_atrous,
+                          head_momentum, low_level_filters, decoder_filters)  # fmt: skip
+        else:
+            x = SpatialPyramidPooling(
+                aspp_rates, aspp_filters, dropout, fast_atrous, head_momentum, name="aspp"
+            )(high_level)
+            x = DeepLabV3PlusDecoder(
+                decoder_filters, low_level_filters, head_momentum, name="decoder"
+            )([x, low_level])
         x = layers.Conv2D(num_classes, 1, name="logits")(x)
         outputs = ResizeLike(name="logits_upsample", dtype="float32")([x, inputs])
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
@@ -197,6 +174,7 @@ class DeepLabV3Plus(keras.Model):
         self.fast_atrous = fast_atrous
         self.batchnorm_momentum = batchnorm_momentum
         self.class_set = class_set
+        self.head = head
 
     def get_config(self):
         # Weights travel in the .keras archive, so a reload starts from None.
@@ -217,11 +195,13 @@ class DeepLabV3Plus(keras.Model):
             "fast_atrous": self.fast_atrous,
             "batchnorm_momentum": self.batchnorm_momentum,
             "class_set": None if self.class_set is None else self.class_set.to_config(),
+            "head": self.head,
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**{**config, "weights": None})
+        # A config without `head` was saved before the head layers: its weights name a flat head.
+        return cls(**{"head": "flat", **config, "weights": None})
 
 
 def _resolve_class_set(class_set, num_classes):

@@ -9,10 +9,10 @@ import keras
 from keras import ops
 
 from faceparsing.classes import NUM_CLASSES
+from faceparsing.config import LOSSES
 from faceparsing.errors import ConfigError
 
 # Values of the config key `loss`.
-LOSSES = ("cross_entropy", "focal", "dice_ce", "lovasz")
 
 
 def _one_hot_targets(y_true, num_classes):

@@ -31,17 +31,13 @@ import keras
 import numpy as np
 
 from faceparsing import config as config_lib
-from faceparsing.errors import ConfigError
+from faceparsing.errors import ConfigError, first_line
 
 LAUNCHER_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
     "KERAS_DISTRIBUTION_NUM_PROCESSES",
     "KERAS_DISTRIBUTION_PROCESS_ID",
 )
-# Config keys that may differ between hosts: local paths and data-loading resources.
-PER_HOST_KEYS = (
-    "data_root", "cache_dir", "run_dir", "workers", "worker_type", "use_multiprocessing", "verbose",
-)  # fmt: skip
 
 _joined = None  # the Cluster this process joined; JAX allows joining once per process
 
@@ -68,11 +64,10 @@ def peer_failures_reported(cluster):
     except PeerProcessError:
         raise
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         if not any(marker in str(error) for marker in PEER_FAILURE_MARKERS):
             raise
         raise PeerProcessError(
-            f"{cluster} lost another process of the job ({first_line[:200]})"
+            f"{cluster} lost another process of the job ({first_line(error, '')[:200]})"
         ) from error
 
 
@@ -197,9 +192,8 @@ def connect(config, environ=os.environ):
         try:
             keras.distribution.initialize()
         except Exception as error:  # JAX raises its runtime error type for every failure
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise PeerProcessError(
-                f"{cluster} could not join the job at {address}: {reason}"
+                f"{cluster} could not join the job at {address}: {first_line(error)}"
             ) from None
         _joined = cluster
     elif _joined != cluster:
@@ -218,7 +212,9 @@ def allgather(values, cluster=None):
 
 def run_fingerprint(config):
     """A number that differs when two configs would train differently (per-host keys aside)."""
-    shared = {k: v for k, v in config_lib.to_dict(config).items() if k not in PER_HOST_KEYS}
+    shared = {
+        k: v for k, v in config_lib.to_dict(config).items() if k not in config_lib.PER_HOST_KEYS
+    }
     return zlib.crc32(json.dumps(shared, sort_keys=True).encode()) & 0x7FFFFFFF
 
 
@@ -230,7 +226,8 @@ def check_same_run(cluster, config, state):
     if differ:
         raise ConfigError(
             f"process {', '.join(differ)} runs another config than process 0 (keys other "
-            f"than {', '.join(PER_HOST_KEYS)} must match); give every host the same command"
+            f"than {', '.join(sorted(config_lib.PER_HOST_KEYS))} must match); give every host the same "
+            "command"
         )
     if len(set(epochs.tolist())) > 1:
         raise ConfigError(
@@ -346,7 +343,7 @@ def run_and_leave(command, *args):
 
 
 def _leave(status):
-    for child in multiprocessing.active_children():  # data-loading workers
+    for child in multiprocessing.active_children():  # the data loader's worker processes
         child.terminate()
     sys.stdout.flush()
     sys.stderr.flush()

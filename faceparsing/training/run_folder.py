@@ -302,21 +302,12 @@ def plot_curves(rows, path):
     miou_axis.plot(
         epochs, [row.get("val_miou", np.nan) for row in rows], marker="o", color="tab:green"
     )
-    miou_axis.set(xlabel="epoch", ylabel="mIoU", title="Validation mIoU (19 classes)", ylim=(0, 1))
+    miou_axis.set(xlabel="epoch", ylabel="mIoU", title="Validation mIoU", ylim=(0, 1))
     miou_axis.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as temp_path:
         figure.savefig(temp_path, dpi=100)
     plt.close(figure)
-
-
-# Keys that may differ when a run is resumed: they do not change what is learned.
-# run_dir, data_root and cache_dir say where things are: a run folder or a
-# dataset that was moved (or is mounted elsewhere on another host) still resumes.
-RESUMABLE_CHANGES = {
-    "epochs", "workers", "worker_type", "use_multiprocessing", "verbose", "tensorboard",
-    "run_eagerly", "steps_per_execution", "run_dir", "data_root", "cache_dir",
-}  # fmt: skip
 
 
 def prepare_run_dir(config):
@@ -331,7 +322,7 @@ def prepare_run_dir(config):
         changed = [
             key
             for key, value in config_lib.to_dict(previous).items()
-            if getattr(config, key) != value and key not in RESUMABLE_CHANGES
+            if getattr(config, key) != value and key not in config_lib.RESUMABLE_KEYS
         ]
         if changed:
             raise RunFolderError(

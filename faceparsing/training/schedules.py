@@ -6,8 +6,6 @@ import keras
 from keras import ops
 
 # Values of the config keys `optimizer` and `lr_schedule`.
-OPTIMIZERS = ("adamw", "adam", "sgd")
-LR_SCHEDULES = ("poly", "cosine", "constant")
 
 
 @keras.saving.register_keras_serializable(package="faceparsing")

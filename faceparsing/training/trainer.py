@@ -17,12 +17,13 @@ import keras
 
 from faceparsing.checkpoints import load_checkpoint
 from faceparsing.classes import class_set_of
-from faceparsing.config import use_fast_atrous
 from faceparsing.data import setup
 from faceparsing.data.dataset import FollowEpochs
 from faceparsing.errors import ConfigError
 from faceparsing.metrics import SegmentationMeanIoU
+from faceparsing.model.atrous import fast_atrous_for
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
+from faceparsing.model.legacy import copy_flat_head
 from faceparsing.training import multihost, run_folder
 from faceparsing.training.losses import build_loss
 from faceparsing.training.schedules import build_optimizer
@@ -173,7 +174,7 @@ def build_model(config, class_set=None):
     weights = None if config.weights.lower() in ("none", "") else config.weights
     devices = [device.split(":")[0].lower() for device in keras.distribution.list_devices()]
     return DeepLabV3Plus(
-        fast_atrous=use_fast_atrous(config.fast_atrous, keras.backend.backend(), devices),
+        fast_atrous=fast_atrous_for(config.fast_atrous, keras.backend.backend(), devices),
         backbone=config.backbone,
         output_stride=config.output_stride,
         weights=weights,
@@ -202,10 +203,20 @@ def initialise_from(model, source, path):
     source_set, target_set = class_set_of(source), class_set_of(model)
     new_head = source_set != target_set
     skipped = {HEAD_LAYER} if new_head else set()
+    flat = getattr(source, "head", "layers") == "flat" and model.head == "layers"
+    if flat:  # a checkpoint saved before the head layers
+        skipped |= {"aspp", "decoder"}
     if not _same_shapes(source, model, skipped):
         raise ConfigError(
             f"init checkpoint {path} has a different architecture from this config's model"
         )
+    if flat:
+        try:
+            copy_flat_head(source, model)
+        except (KeyError, ValueError):
+            raise ConfigError(
+                f"init checkpoint {path} has a different architecture from this config's model"
+            ) from None
     for layer in model.layers:
         if layer.name not in skipped and layer.weights:
             layer.set_weights(source.get_layer(layer.name).get_weights())

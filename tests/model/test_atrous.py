@@ -92,9 +92,23 @@ def test_atrous_conv_with_dynamic_shapes_in_tf_function(jit_compile):
 def test_atrous_and_plain_layers_share_weight_files(tmp_path):
     fast = tiny_model(fast_atrous=True)
     slow = tiny_model(fast_atrous=False)
-    assert any(isinstance(layer, atrous.AtrousConv2D) for layer in fast.layers)
-    assert not any(isinstance(layer, atrous.AtrousConv2D) for layer in slow.layers)
+
+    def aspp_convs(model):
+        return [block.conv for block in model.get_layer("aspp").blocks.values()]
+
+    assert any(isinstance(conv, atrous.AtrousConv2D) for conv in aspp_convs(fast))
+    assert not any(isinstance(conv, atrous.AtrousConv2D) for conv in aspp_convs(slow))
     fast.save_weights(tmp_path / "fast.weights.h5")
     slow.load_weights(tmp_path / "fast.weights.h5")
     images = random_images(1, 40, 56, 3)
     np.testing.assert_allclose(fast(images), slow(images), rtol=1e-4, atol=1e-4)
+
+
+def test_fast_atrous_auto_is_off_only_for_jax_on_cpu():
+    from faceparsing.model.atrous import fast_atrous_for
+
+    assert fast_atrous_for("auto", "tensorflow", ["cpu"])
+    assert fast_atrous_for("auto", "jax", ["gpu", "gpu"])
+    assert not fast_atrous_for("auto", "jax", ["cpu"])
+    assert not fast_atrous_for("false", "tensorflow", ["gpu"])
+    assert fast_atrous_for("true", "jax", ["cpu"])

@@ -38,7 +38,7 @@ def test_output_shape_dtype_and_strides(backbone, output_stride):
     # Xception's 'valid' entry convs trim a pixel or two: allow one less.
     features = keras.Model(
         model.input,
-        [model.get_layer("aspp_conv_1x1").input, model.get_layer("decoder_low_level").input],
+        [model.get_layer("aspp").input, model.get_layer("decoder").input[1]],
     )
     high_level, low_level = features(random_images(1, 64, 64, 3))
     for feature, stride in [(high_level, output_stride), (low_level, 4)]:
@@ -91,7 +91,7 @@ def test_freeze_options():
     for layer in model.backbone.layers:
         expected = not isinstance(layer, layers.BatchNormalization)
         assert layer.trainable == expected, layer.name
-    assert model.get_layer("aspp_projection_bn").trainable
+    assert model.get_layer("aspp").blocks["projection"].norm.trainable
 
 
 def test_batchnorm_momentum_reaches_backbone_and_head():

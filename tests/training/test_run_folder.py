@@ -66,13 +66,3 @@ def test_plot_curves_writes_png(tmp_path):
     ]
     run_folder.plot_curves(rows, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_the_docs_name_every_key_a_rerun_may_change():
-    from conftest import REPO
-
-    text = " ".join((REPO / "docs" / "training.md").read_text().split())
-    sentence = text[text.index("A run folder refuses a rerun whose config differs") :]
-    sentence = sentence[: sentence.index("(a moved run folder")]
-    named = {key for key in run_folder.RESUMABLE_CHANGES if f"`{key}`" in sentence}
-    assert named | {"verbose"} == run_folder.RESUMABLE_CHANGES  # "verbosity" in the prose
