@@ -130,7 +130,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
         self.num_workers, self.worker_type = int(workers), worker_type
         self.epoch = 0
         self.bad_samples = []
-        self._prefetcher, self._last_read, self._recent = None, None, {}
+        self._prefetcher, self._last_read, self._recent, self._closed = None, None, {}, False
         self._lock = threading.Lock()
 
     batch_size = property(lambda self: self.options.batch_size)
@@ -170,6 +170,8 @@ class CelebAMaskHQ(keras.utils.PyDataset):
             return self._remember(request, self.batch(*request))
         with self._lock:
             if self._prefetcher is None:
+                if self._closed:  # tf.data's thread may still ask once fit has returned
+                    raise RuntimeError(f"batch {index} asked after the dataset was closed")
                 pool = Pool(self.maker, self.num_workers, self.worker_type)
                 self._prefetcher = Prefetcher(pool, depth=2 * self.num_workers)
             # Read in order, the next batches of the epoch build ahead; read out of order
@@ -204,6 +206,8 @@ class CelebAMaskHQ(keras.utils.PyDataset):
 
     def close(self):
         """Stop the workers (batches built ahead are dropped); later reads raise."""
+        with self._lock:
+            self._closed = True
         if self._prefetcher is not None:
             self._prefetcher.close()
 
