@@ -10,7 +10,8 @@ Rows, all at one image size with augmentation on (ours) and the label cache warm
   each image: the cost left is the feed) on the dataset itself, through Keras' own adapter,
   with 1 and 2 (and N) workers building batches ahead, threads or processes, from the
   release and from the pack; and the same model fed the same batches from memory (the
-  adapter's ceiling). Worker processes are started before the clock starts (their start
+  adapter's ceiling). Timed in the steady state, from the end of fit's second step to the
+  end of its last (a callback's clock); worker processes are started before (their start
   cost is printed apart) and their CPU time counts in "samples per CPU-s".
 Every row runs in this one process, interleaved over the repeats, and the best repeat is
 kept. Run it on an idle machine: the worker rows need free cores.
@@ -90,9 +91,22 @@ def near_free_model(size):
     return model
 
 
-def consume(model, dataset):
-    """`model.fit` for one epoch of `dataset`, through Keras' own adapter."""
-    model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+def consume(model, dataset, batch_size=None):
+    """`model.fit` for one epoch of `dataset`, through Keras' own adapter; returns the (wall,
+    CPU) seconds of its steady state, from the end of its second step to the end of its last
+    (fit's set-up and the workers' first batches left out), and the samples in them."""
+    import keras
+
+    marks = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1 or batch == len(dataset) - 1:
+                marks.append((time.perf_counter(), time.process_time() + child_cpu_seconds()))
+
+    model.fit(dataset, epochs=1, shuffle=False, verbose=0, callbacks=[Clock()])
+    (wall_0, cpu_0), (wall_1, cpu_1) = marks
+    return wall_1 - wall_0, cpu_1 - cpu_0, (len(dataset) - 2) * (batch_size or dataset.batch_size)
 
 
 class InMemory:
@@ -104,6 +118,8 @@ class InMemory:
         batches = [dataset.batch(index, 0) for index in range(len(dataset))]
 
         class Batches(keras.utils.PyDataset):
+            batch_size = dataset.batch_size
+
             def __len__(self):
                 return len(batches)
 
@@ -138,6 +154,17 @@ def timed(function, *args):
     return run
 
 
+def fed(model, dataset):
+    """A callable running one `consume` epoch and returning its steady state's (wall, CPU)
+    seconds scaled to one sample (the table multiplies by the row's count)."""
+
+    def run():
+        wall, cpu, samples = consume(model, dataset)
+        return wall / samples, cpu / samples
+
+    return run
+
+
 def rows(root, pack_root, size, args, cache_dir):
     """(name, workers, callable returning (wall, CPU) seconds, samples loaded) of one size,
     and the datasets whose workers must be closed afterwards."""
@@ -158,7 +185,7 @@ def rows(root, pack_root, size, args, cache_dir):
     model = near_free_model(size)
     consume(model, InMemory(packed))  # traced before any row is timed
     memory = InMemory(dataset_of(pack_root, size, batch, steps_per_epoch=num_batches))
-    table.append(("fit: in-memory batches", 0, timed(consume, model, memory), count))
+    table.append(("fit: in-memory batches", 0, fed(model, memory), 1))
     opened = []
     for name, source, cache in (("release", root, cache_dir), ("pack", pack_root, None)):
         for worker_type in args.worker_types:
@@ -171,8 +198,9 @@ def rows(root, pack_root, size, args, cache_dir):
                     print(f"{workers} worker process(es) started and served a batch in "
                           f"{time.perf_counter() - started:.2f} s")  # fmt: skip
                 opened.append(dataset)
-                run = timed(consume, model, dataset)
-                table.append((f"fit: {name}, worker {worker_type}", workers, run, count))
+                table.append(
+                    (f"fit: {name}, worker {worker_type}", workers, fed(model, dataset), 1)
+                )
     return table, opened
 
 

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_data import InMemory, child_cpu_seconds, consume, near_free_model
+from bench_data import InMemory, consume, near_free_model
 
 from faceparsing.data import packing
 from faceparsing.data.dataset import CelebAMaskHQ
@@ -172,7 +172,7 @@ class Ours:
         self.data.close()
 
 
-def measure(name, start, repeats, samples, model):
+def measure(name, start, repeats, batch_size, model):
     started = time.perf_counter()
     loader = start()
     loader.warm()  # workers started and a first batch served
@@ -180,11 +180,7 @@ def measure(name, start, repeats, samples, model):
     best = (0.0, 0.0)
     try:
         for _ in range(repeats):
-            dataset = loader.dataset()
-            wall, cpu = time.perf_counter(), time.process_time() + child_cpu_seconds()
-            consume(model, dataset)
-            wall = time.perf_counter() - wall
-            cpu = time.process_time() + child_cpu_seconds() - cpu
+            wall, cpu, samples = consume(model, loader.dataset(), batch_size)
             best = max(best[0], samples / wall), max(best[1], samples / cpu)
     finally:
         loader.close()
@@ -241,7 +237,7 @@ def main(argv=None):
               f"Keras on {keras.backend.backend()}")  # fmt: skip
         print("| loader | samples/s | samples per CPU-s | start (s) |\n|---|---|---|---|")
         for name, start in loaders.items():
-            measure(name, start, args.repeats, args.batches * args.batch_size, model)
+            measure(name, start, args.repeats, args.batch_size, model)
     return 0
 
 
