@@ -12,7 +12,10 @@ the ONNX model takes any batch: input `images` (B, S, S, 3), output `logits`
 
 Quantized exports: float16 weights (TFLite, ONNX), dynamic-range int8 weights
 (TFLite) and int8 weights and activations calibrated on a few hundred images
-(TFLite, ONNX: onnxruntime's static quantization, QDQ, per channel).
+(TFLite, ONNX: onnxruntime's static quantization, QDQ, per channel). The int8
+ONNX file keeps the stem and the logits head in float and its weights in 7
+bits, so it gives the same labels on every x86 CPU and keeps them on photos
+unlike the calibration set (`int8_float_nodes`, docs/deployment.md).
 """
 
 import contextlib
@@ -47,6 +50,11 @@ CALIBRATION_IMAGES = 200
 # activations onnxruntime holds before merging their ranges (memory bound).
 CALIBRATION_BATCH = 4
 CALIBRATION_MERGE_EVERY = 8
+# int8 ONNX keeps in float every node computed before the features reach this stride (the stem):
+# its errors are carried through every later layer, and on photos unlike the calibration set they
+# flipped 2% of the labels from the first convolution alone; those layers are few channels wide and
+# memory bound, so int8 gained little time there (docs/deployment.md, issue 31).
+INT8_FLOAT_BELOW_STRIDE = 8
 
 ONNX_INPUT_NAME = "images"
 ONNX_OUTPUT_NAME = "logits"
@@ -247,8 +255,9 @@ def quantize_onnx(float_path, out_path, quantize, calibration=None):
     """Write a float16 or int8 copy of the float ONNX file `float_path`, metadata kept.
 
     int8 is onnxruntime's static quantization: QDQ format (runs on every
-    execution provider), int8 weights per output channel and uint8 activations
-    whose ranges are the min/max over `calibration` (float32 (N, S, S, 3)).
+    execution provider), int8 weights per output channel in 7 bits and uint8
+    activations whose ranges are the min/max over `calibration` (float32
+    (N, S, S, 3)); `int8_float_nodes` stay in float.
     """
     import onnx
 
@@ -267,6 +276,7 @@ def quantize_onnx(float_path, out_path, quantize, calibration=None):
 
 
 def _quantize_onnx_int8(float_path, out_path, calibration):
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -279,15 +289,63 @@ def _quantize_onnx_int8(float_path, out_path, calibration):
         # uint8 activations with int8 weights: the pairing x86 CPUs multiply natively
         # (AVX2, VNNI); on the 2-core AMD EPYC (AVX2) it ran 20-28% faster than int8
         # activations at 512 with the same argmax agreement on the demo model (98.7%).
+        # reduce_range: 7-bit weights. Without VNNI (AVX2, AVX-512 before VNNI) onnxruntime
+        # multiplies them with vpmaddubsw, which saturates a pair of uint8 x int8 products at
+        # 32767; 255 * 127 * 2 overflows, 255 * 64 * 2 cannot. With 8-bit weights an AVX2 CPU
+        # changed 11% of the pixel labels on real photos that a VNNI CPU kept.
         # Ranges are merged every few batches (CalibStridedMinMax), so memory stays bounded and
         # every image counts. (CalibMaxIntermediateOutputs, onnxruntime <= 1.32, discards each
         # full group of outputs unmerged: only the last few images would set the ranges.)
         quantize_static(
             str(prepared), str(out_path), reader,
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=int8_float_nodes(onnx.load(str(prepared))),
             extra_options={"CalibStridedMinMax": reader.stride()},
         )  # fmt: skip
+
+
+def int8_float_nodes(proto, below_stride=INT8_FLOAT_BELOW_STRIDE):
+    """Names of the nodes of an ONNX graph that int8 quantization leaves in float.
+
+    The stem, every node whose output is at a stride below `below_stride` from
+    the input (none when the graph never reaches that stride), and the logits
+    head, the last convolution before the output and the nodes after it: 8-bit
+    logits change the argmax wherever two classes are close, and on unfamiliar
+    photos many pixels are.
+    """
+    strides = _output_strides(proto)
+    stem = []
+    if max(strides.values(), default=1) >= below_stride:
+        stem = [node.name for node in proto.graph.node if strides[node.name] < below_stride]
+    return stem + [name for name in _head_nodes(proto) if name not in stem]
+
+
+def _output_strides(proto):
+    """{node name: the largest stride of its output from the graph's input, over all paths}."""
+    stride_of = {}
+    strides = {}
+    for node in proto.graph.node:  # ONNX lists nodes in topological order
+        stride = max((stride_of.get(name, 1) for name in node.input if name), default=1)
+        for attribute in node.attribute:
+            if attribute.name == "strides" and node.op_type in ("Conv", "MaxPool", "AveragePool"):
+                stride *= max(attribute.ints)
+        stride_of.update(dict.fromkeys(node.output, stride))
+        strides[node.name] = stride
+    return strides
+
+
+def _head_nodes(proto):
+    """The nodes from the graph's output back to the last Conv (included); none without one."""
+    producers = {output: node for node in proto.graph.node for output in node.output}
+    head = []
+    node = producers.get(proto.graph.output[0].name)
+    while node is not None:
+        head.append(node.name)
+        if node.op_type == "Conv":
+            return head[::-1]
+        node = producers.get(node.input[0])
+    return []
 
 
 def calibration_images(source, image_size, count=CALIBRATION_IMAGES):
