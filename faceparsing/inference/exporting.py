@@ -87,7 +87,8 @@ def export_tflite(model, out_path, quantize, calibration=None):
 
     Args:
         quantize: str. "none", "float16" (weights), "dynamic" (int8 weights)
-            or "int8" (int8 weights and activations, float32 input and output).
+            or "int8" (int8 weights and activations, float32 input and output;
+            the stem and the logits head float, as `float_node_names` picks).
         calibration: float32 array (N, S, S, 3) or None. Images for "int8".
     """
     import tensorflow as tf
@@ -101,8 +102,46 @@ def export_tflite(model, out_path, quantize, calibration=None):
             converter.target_spec.supported_types = [tf.float16]
         if quantize == "int8":
             converter.representative_dataset = lambda: ([image[None]] for image in calibration)
-        flatbuffer = converter.convert()
+            flatbuffer = _tflite_int8(converter)
+        else:
+            flatbuffer = converter.convert()
     atomic_write_bytes(out_path, flatbuffer)
+
+
+def _tflite_int8(converter):
+    """Calibrate and quantize with the stem and head in float (`float_node_names`), through
+    TFLite's selective quantization: the quantization debugger's denylist of nodes."""
+    import tensorflow as tf
+
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset
+    )
+    names = float_node_names(*_tflite_nodes(debugger.calibrated_model))
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
+    return debugger.get_nondebug_quantized_model()
+
+
+def _tflite_nodes(flatbuffer):
+    """`float_node_names`' nodes and output of a float TFLite model, each op named after its
+    output tensor (what the denylist names); strides from the ops' input and output heights."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
+
+    def height(index):
+        shape = tensors[index]["shape"]
+        return int(shape[1]) if len(shape) == 4 else 0
+
+    nodes = []
+    # The debugger reads ops the same way (_get_ops_details); they come in execution order.
+    for op in interpreter._get_ops_details():
+        inputs = [tensors[i]["name"] for i in op["inputs"] if i >= 0]
+        outputs = [tensors[i]["name"] for i in op["outputs"]]
+        stride = height(op["inputs"][0]) // max(height(op["outputs"][0]), 1) or 1
+        is_convolution = op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+        nodes.append((outputs[0], is_convolution, inputs, outputs, stride))
+    return nodes, tensors[interpreter.get_output_details()[0]["index"]]["name"]
 
 
 def require_packages(names, purpose, install_hint):
@@ -306,46 +345,54 @@ def _quantize_onnx_int8(float_path, out_path, calibration):
 
 
 def int8_float_nodes(proto, below_stride=INT8_FLOAT_BELOW_STRIDE):
-    """Names of the nodes of an ONNX graph that int8 quantization leaves in float.
+    """Names of the nodes of an ONNX graph that int8 quantization leaves in float
+    (`float_node_names`, strides read from the nodes' `strides` attributes)."""
+    nodes = [
+        (node.name, node.op_type == "Conv", node.input, node.output, _onnx_stride(node))
+        for node in proto.graph.node  # ONNX lists nodes in topological order
+    ]
+    return float_node_names(nodes, proto.graph.output[0].name, below_stride)
 
-    The stem, every node whose output is at a stride below `below_stride` from
-    the input (none when the graph never reaches that stride), and the logits
-    head, the last convolution before the output and the nodes after it: 8-bit
-    logits change the argmax wherever two classes are close, and on unfamiliar
-    photos many pixels are.
+
+def _onnx_stride(node):
+    if node.op_type not in ("Conv", "MaxPool", "AveragePool"):
+        return 1
+    return max((max(a.ints) for a in node.attribute if a.name == "strides"), default=1)
+
+
+def float_node_names(nodes, output, below_stride=INT8_FLOAT_BELOW_STRIDE):
+    """The nodes an int8 model keeps in float: the stem and the logits head.
+
+    The stem is every node whose output is at a stride below `below_stride`
+    from the input along some path (none when the graph never reaches that
+    stride). The head is the last convolution before `output` and the nodes
+    after it: 8-bit logits change the argmax wherever two classes are close,
+    and on unfamiliar photos many pixels are.
+
+    Args:
+        nodes: list of (name, is_convolution, input names, output names,
+            stride) in topological order; stride is the node's own
+            downsampling factor (1 for most).
+        output: str. The name of the graph's output.
+        below_stride: int. The stem ends where the features reach this stride.
     """
-    strides = _output_strides(proto)
+    stride_of, strides, producers = {}, {}, {}
+    for name, _, inputs, outputs, stride in nodes:
+        strides[name] = stride * max((stride_of.get(i, 1) for i in inputs if i != ""), default=1)
+        stride_of.update(dict.fromkeys(outputs, strides[name]))
+        producers.update(dict.fromkeys(outputs, (name, inputs)))
     stem = []
     if max(strides.values(), default=1) >= below_stride:
-        stem = [node.name for node in proto.graph.node if strides[node.name] < below_stride]
-    return stem + [name for name in _head_nodes(proto) if name not in stem]
-
-
-def _output_strides(proto):
-    """{node name: the largest stride of its output from the graph's input, over all paths}."""
-    stride_of = {}
-    strides = {}
-    for node in proto.graph.node:  # ONNX lists nodes in topological order
-        stride = max((stride_of.get(name, 1) for name in node.input if name), default=1)
-        for attribute in node.attribute:
-            if attribute.name == "strides" and node.op_type in ("Conv", "MaxPool", "AveragePool"):
-                stride *= max(attribute.ints)
-        stride_of.update(dict.fromkeys(node.output, stride))
-        strides[node.name] = stride
-    return strides
-
-
-def _head_nodes(proto):
-    """The nodes from the graph's output back to the last Conv (included); none without one."""
-    producers = {output: node for node in proto.graph.node for output in node.output}
-    head = []
-    node = producers.get(proto.graph.output[0].name)
-    while node is not None:
-        head.append(node.name)
-        if node.op_type == "Conv":
-            return head[::-1]
-        node = producers.get(node.input[0])
-    return []
+        stem = [name for name, stride in strides.items() if stride < below_stride]
+    convolutions = {name for name, is_convolution, *_ in nodes if is_convolution}
+    head, tensor = [], output
+    while tensor in producers:
+        name, inputs = producers[tensor]
+        head.append(name)
+        if name in convolutions:
+            return stem + [name for name in head[::-1] if name not in stem]
+        tensor = inputs[0] if inputs else None
+    return stem
 
 
 def calibration_images(source, image_size, count=CALIBRATION_IMAGES):

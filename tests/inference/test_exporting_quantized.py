@@ -258,3 +258,30 @@ def test_int8_weights_cannot_saturate_avx2_pair_sums(strided_int8):
 def test_int8_float_nodes_of_a_graph_without_a_stem_or_a_conv(tmp_path):
     _matmul_onnx(tmp_path / "float.onnx")
     assert exporting.int8_float_nodes(onnx.load(str(tmp_path / "float.onnx"))) == []
+
+
+def _strided_keras_model(size=16):
+    """The Keras twin of `_strided_onnx`: convolutions at strides 2, 4, 8 and 8, a 1x1 logits
+    convolution and a bilinear upsampling back to the input size."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 3), batch_size=1)
+    x = inputs
+    convolutions = [(4, 2, 3), (8, 2, 3), (8, 2, 3), (8, 1, 1)]  # (filters, strides, kernel)
+    for index, (filters, strides, kernel) in enumerate(convolutions):
+        x = layers.Conv2D(filters, kernel, strides, "same", activation="relu", name=f"c{index}")(x)
+    x = layers.Conv2D(NUM_CLASSES, 1, name="logits")(x)
+    return keras.Model(inputs, layers.UpSampling2D(8, interpolation="bilinear")(x))
+
+
+def test_int8_tflite_keeps_the_stem_and_the_logits_head_in_float(tmp_path):
+    import tensorflow as tf
+
+    images = np.random.default_rng(2).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    exporting.export_tflite(_strided_keras_model(), tmp_path / "int8.tflite", "int8", images)
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "int8.tflite"))
+    tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
+    convolutions = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    output_types = [tensors[op["outputs"][0]]["dtype"] for op in convolutions]
+    assert output_types == [np.float32, np.float32, np.int8, np.int8, np.float32]
