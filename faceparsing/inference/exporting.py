@@ -12,7 +12,10 @@ the ONNX model takes any batch: input `images` (B, S, S, 3), output `logits`
 
 Quantized exports: float16 weights (TFLite, ONNX), dynamic-range int8 weights
 (TFLite) and int8 weights and activations calibrated on a few hundred images
-(TFLite, ONNX: onnxruntime's static quantization, QDQ, per channel).
+(TFLite, ONNX: onnxruntime's static quantization, QDQ, per channel). int8
+files keep the stem and the logits head in float (`float_node_names`), so they
+keep their labels on photos unlike the calibration set, and the ONNX file's
+weights use 7 bits, so every x86 CPU gives the same labels (docs/deployment.md).
 """
 
 import contextlib
@@ -48,6 +51,11 @@ CALIBRATION_IMAGES = 200
 # activations onnxruntime holds before merging their ranges (memory bound).
 CALIBRATION_BATCH = 4
 CALIBRATION_MERGE_EVERY = 8
+# int8 keeps in float every node computed before the features reach this stride (the stem):
+# its errors are carried through every later layer, and on photos unlike the calibration set they
+# flipped 2% of the labels from the first convolution alone; those layers are few channels wide and
+# memory bound, so int8 gained little time there (docs/deployment.md, issue 31).
+INT8_FLOAT_BELOW_STRIDE = 8
 
 ONNX_INPUT_NAME = "images"
 ONNX_OUTPUT_NAME = "logits"
@@ -80,7 +88,8 @@ def export_tflite(model, out_path, quantize, calibration=None):
 
     Args:
         quantize: str. "none", "float16" (weights), "dynamic" (int8 weights)
-            or "int8" (int8 weights and activations, float32 input and output).
+            or "int8" (int8 weights and activations, float32 input and output;
+            the stem and the logits head float, as `float_node_names` picks).
         calibration: float32 array (N, S, S, 3) or None. Images for "int8".
     """
     import tensorflow as tf
@@ -94,8 +103,46 @@ def export_tflite(model, out_path, quantize, calibration=None):
             converter.target_spec.supported_types = [tf.float16]
         if quantize == "int8":
             converter.representative_dataset = lambda: ([image[None]] for image in calibration)
-        flatbuffer = converter.convert()
+            flatbuffer = _tflite_int8(converter)
+        else:
+            flatbuffer = converter.convert()
     atomic_write_bytes(out_path, flatbuffer)
+
+
+def _tflite_int8(converter):
+    """Calibrate and quantize with the stem and head in float (`float_node_names`), through
+    TFLite's selective quantization: the quantization debugger's denylist of nodes."""
+    import tensorflow as tf
+
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset
+    )
+    names = float_node_names(*_tflite_nodes(debugger.calibrated_model))
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
+    return debugger.get_nondebug_quantized_model()
+
+
+def _tflite_nodes(flatbuffer):
+    """`float_node_names`' nodes and output of a float TFLite model, each op named after its
+    output tensor (what the denylist names); strides from the ops' input and output heights."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
+
+    def height(index):
+        shape = tensors[index]["shape"]
+        return int(shape[1]) if len(shape) == 4 else 0
+
+    nodes = []
+    # The debugger reads ops the same way (_get_ops_details); they come in execution order.
+    for op in interpreter._get_ops_details():
+        inputs = [tensors[i]["name"] for i in op["inputs"] if i >= 0]
+        outputs = [tensors[i]["name"] for i in op["outputs"]]
+        stride = height(op["inputs"][0]) // max(height(op["outputs"][0]), 1) or 1
+        is_convolution = op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+        nodes.append((outputs[0], is_convolution, inputs, outputs, stride))
+    return nodes, tensors[interpreter.get_output_details()[0]["index"]]["name"]
 
 
 def require_packages(names, purpose, install_hint):
@@ -248,8 +295,9 @@ def quantize_onnx(float_path, out_path, quantize, calibration=None):
     """Write a float16 or int8 copy of the float ONNX file `float_path`, metadata kept.
 
     int8 is onnxruntime's static quantization: QDQ format (runs on every
-    execution provider), int8 weights per output channel and uint8 activations
-    whose ranges are the min/max over `calibration` (float32 (N, S, S, 3)).
+    execution provider), int8 weights per output channel in 7 bits and uint8
+    activations whose ranges are the min/max over `calibration` (float32
+    (N, S, S, 3)); `int8_float_nodes` stay in float.
     """
     import onnx
 
@@ -268,6 +316,7 @@ def quantize_onnx(float_path, out_path, quantize, calibration=None):
 
 
 def _quantize_onnx_int8(float_path, out_path, calibration):
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -280,15 +329,71 @@ def _quantize_onnx_int8(float_path, out_path, calibration):
         # uint8 activations with int8 weights: the pairing x86 CPUs multiply natively
         # (AVX2, VNNI); on the 2-core AMD EPYC (AVX2) it ran 20-28% faster than int8
         # activations at 512 with the same argmax agreement on the demo model (98.7%).
+        # reduce_range: 7-bit weights. Without VNNI (AVX2, AVX-512 before VNNI) onnxruntime
+        # multiplies them with vpmaddubsw, which saturates a pair of uint8 x int8 products at
+        # 32767; 255 * 127 * 2 overflows, 255 * 64 * 2 cannot. With 8-bit weights the demo
+        # model's file agreed 89.3% with float on real photos on an AVX2 CPU, 97.7% with VNNI.
         # Ranges are merged every few batches (CalibStridedMinMax), so memory stays bounded and
         # every image counts. (CalibMaxIntermediateOutputs, onnxruntime <= 1.32, discards each
         # full group of outputs unmerged: only the last few images would set the ranges.)
         quantize_static(
             str(prepared), str(out_path), reader,
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=int8_float_nodes(onnx.load(str(prepared))),
             extra_options={"CalibStridedMinMax": reader.stride()},
         )  # fmt: skip
+
+
+def int8_float_nodes(proto, below_stride=INT8_FLOAT_BELOW_STRIDE):
+    """Names of the nodes of an ONNX graph that int8 quantization leaves in float
+    (`float_node_names`, strides read from the nodes' `strides` attributes)."""
+    nodes = [
+        (node.name, node.op_type == "Conv", node.input, node.output, _onnx_stride(node))
+        for node in proto.graph.node  # ONNX lists nodes in topological order
+    ]
+    return float_node_names(nodes, proto.graph.output[0].name, below_stride)
+
+
+def _onnx_stride(node):
+    if node.op_type not in ("Conv", "MaxPool", "AveragePool"):
+        return 1
+    return max((max(a.ints) for a in node.attribute if a.name == "strides"), default=1)
+
+
+def float_node_names(nodes, output, below_stride=INT8_FLOAT_BELOW_STRIDE):
+    """The nodes an int8 model keeps in float: the stem and the logits head.
+
+    The stem is every node whose output is at a stride below `below_stride`
+    from the input along some path (none when the graph never reaches that
+    stride). The head is the last convolution before `output` and the nodes
+    after it: 8-bit logits change the argmax wherever two classes are close,
+    and on unfamiliar photos many pixels are.
+
+    Args:
+        nodes: list of (name, is_convolution, input names, output names,
+            stride) in topological order; stride is the node's own
+            downsampling factor (1 for most).
+        output: str. The name of the graph's output.
+        below_stride: int. The stem ends where the features reach this stride.
+    """
+    stride_of, strides, producers = {}, {}, {}
+    for name, _, inputs, outputs, stride in nodes:
+        strides[name] = stride * max((stride_of.get(i, 1) for i in inputs), default=1)
+        stride_of.update(dict.fromkeys(outputs, strides[name]))
+        producers.update(dict.fromkeys(outputs, (name, inputs)))
+    stem = []
+    if max(strides.values(), default=1) >= below_stride:
+        stem = [name for name, stride in strides.items() if stride < below_stride]
+    convolutions = {name for name, is_convolution, *_ in nodes if is_convolution}
+    head, tensor = [], output
+    while tensor in producers:
+        name, inputs = producers[tensor]
+        head.append(name)
+        if name in convolutions:
+            return stem + [name for name in head[::-1] if name not in stem]
+        tensor = inputs[0] if inputs else None
+    return stem
 
 
 def calibration_images(source, image_size, count=CALIBRATION_IMAGES):

@@ -173,3 +173,113 @@ def test_int8_calibration_ranges_cover_every_calibration_image(tmp_path, count):
     ]
     scales = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
     assert float(scales[quantize.input[1]]) * 255 == pytest.approx(200, rel=0.02)
+
+
+def _strided_onnx(path, size=16):
+    """A float ONNX file shaped like the export: NHWC `images`, a Conv at strides 2, 4, 8 and 8,
+    a 1x1 logits Conv and a bilinear upsampling back to the input size, NHWC `logits`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    channels = [3, 4, 8, 8, 8]
+    nodes = [helper.make_node("Transpose", ["images"], ["x0"], perm=[0, 3, 1, 2], name="to_nchw")]
+    weights = []
+    for index, (strides, kernel) in enumerate([(2, 3), (2, 3), (2, 3), (1, 1)]):
+        weight = rng.normal(size=(channels[index + 1], channels[index], kernel, kernel))
+        weights.append(numpy_helper.from_array(weight.astype("float32"), f"w{index}"))
+        nodes += [
+            helper.make_node("Conv", [f"x{index}", f"w{index}"], [f"c{index}"], name=f"conv{index}",
+                             strides=[strides, strides], pads=[kernel // 2] * 4),
+            helper.make_node("Relu", [f"c{index}"], [f"x{index + 1}"], name=f"relu{index}"),
+        ]  # fmt: skip
+    logit_weight = rng.normal(size=(NUM_CLASSES, channels[-1], 1, 1)).astype("float32")
+    weights += [
+        numpy_helper.from_array(logit_weight, "w_logits"),
+        numpy_helper.from_array(np.array([1, 1, 8, 8], "float32"), "scales"),
+    ]
+    nodes += [
+        helper.make_node("Conv", ["x4", "w_logits"], ["small_logits"], name="logits_conv"),
+        helper.make_node("Resize", ["small_logits", "", "scales"], ["big_logits"], mode="linear",
+                         name="upsample"),
+        helper.make_node("Transpose", ["big_logits"], ["logits"], perm=[0, 2, 3, 1], name="to_nhwc"),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "strided",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", size, size, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", size, size, NUM_CLASSES])],
+        weights,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def conv_weight_types(path):
+    """{Conv node name: "int8" if its weights are dequantized from int8, else "float"}."""
+    model = onnx.load(str(path))
+    producers = {output: node for node in model.graph.node for output in node.output}
+    return {
+        node.name: "int8" if node.input[1] in producers else "float"
+        for node in model.graph.node
+        if node.op_type == "Conv"
+    }
+
+
+@pytest.fixture(scope="module")
+def strided_int8(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("strided")
+    _strided_onnx(folder / "float.onnx")
+    images = np.random.default_rng(1).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    exporting.quantize_onnx(folder / "float.onnx", folder / "int8.onnx", "int8", images)
+    return folder
+
+
+def test_int8_keeps_the_stem_and_the_logits_head_in_float(strided_int8):
+    # The stem (strides 2 and 4, before INT8_FLOAT_BELOW_STRIDE) and the logits head stay float:
+    # on photos unlike the calibration set they flipped the most labels (docs/deployment.md).
+    assert conv_weight_types(strided_int8 / "int8.onnx") == {
+        "conv0": "float", "conv1": "float", "conv2": "int8", "conv3": "int8", "logits_conv": "float"
+    }  # fmt: skip
+    upsample = [n for n in onnx.load(str(strided_int8 / "int8.onnx")).graph.node
+                if n.op_type == "Resize"]  # fmt: skip
+    assert [node.input[0] for node in upsample] == ["small_logits"]  # float logits, not 8-bit
+
+
+def test_int8_weights_cannot_saturate_avx2_pair_sums(strided_int8):
+    # Without VNNI, x86 CPUs add two uint8 x int8 products in int16 (vpmaddubsw): a pair of
+    # 255 * w must stay within 32767, so |w| <= 64 (7-bit weights) for every CPU to agree.
+    model = onnx.load(str(strided_int8 / "int8.onnx"))
+    weights = [onnx.numpy_helper.to_array(init) for init in model.graph.initializer
+               if init.data_type == onnx.TensorProto.INT8]  # fmt: skip
+    assert weights
+    assert max(int(np.abs(w.astype(int)).max()) for w in weights) * 255 * 2 <= 32767
+
+
+def test_int8_float_nodes_of_a_graph_without_a_stem_or_a_conv(tmp_path):
+    _matmul_onnx(tmp_path / "float.onnx")
+    assert exporting.int8_float_nodes(onnx.load(str(tmp_path / "float.onnx"))) == []
+
+
+def _strided_keras_model(size=16):
+    """The Keras twin of `_strided_onnx`: convolutions at strides 2, 4, 8 and 8, a 1x1 logits
+    convolution and a bilinear upsampling back to the input size."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 3), batch_size=1)
+    x = inputs
+    convolutions = [(4, 2, 3), (8, 2, 3), (8, 2, 3), (8, 1, 1)]  # (filters, strides, kernel)
+    for index, (filters, strides, kernel) in enumerate(convolutions):
+        x = layers.Conv2D(filters, kernel, strides, "same", activation="relu", name=f"c{index}")(x)
+    x = layers.Conv2D(NUM_CLASSES, 1, name="logits")(x)
+    return keras.Model(inputs, layers.UpSampling2D(8, interpolation="bilinear")(x))
+
+
+def test_int8_tflite_keeps_the_stem_and_the_logits_head_in_float(tmp_path):
+    import tensorflow as tf
+
+    images = np.random.default_rng(2).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    exporting.export_tflite(_strided_keras_model(), tmp_path / "int8.tflite", "int8", images)
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "int8.tflite"))
+    tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
+    convolutions = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    output_types = [tensors[op["outputs"][0]]["dtype"] for op in convolutions]
+    assert output_types == [np.float32, np.float32, np.int8, np.int8, np.float32]
