@@ -386,8 +386,7 @@ def quantized_quality(args, paths):
     """Rows of (variant, MB, argmax agreement with float, mIoU) for --checkpoint's ONNX files."""
     import numpy as np
 
-    from faceparsing.data.layout import split_ids
-    from faceparsing.data.samples import load_image, load_label
+    from faceparsing.data.layout import open_layout
     from faceparsing.inference.predict import predict_logits, resize_logits_to
     from faceparsing.metrics import confusion_matrix, scores_from_confusion
 
@@ -396,11 +395,12 @@ def quantized_quality(args, paths):
     confusions = {variant: 0 for variant in paths}
     agreeing = {variant: 0 for variant in paths}
     pixels = 0
-    ids = split_ids(args.data_root, args.split)
+    layout = open_layout(args.data_root)
+    ids = layout.split_ids(args.split)
     for start in range(0, len(ids), 8):
         batch_ids = ids[start : start + 8]
-        images = np.stack([load_image(args.data_root, i, size) for i in batch_ids])
-        labels = [load_label(args.data_root, i) for i in batch_ids]
+        images = np.stack([layout.load_image(i, size) for i in batch_ids])
+        labels = [layout.load_label(i) for i in batch_ids]
         logits = {variant: predict_logits(model, images) for variant, model in models.items()}
         pixels += logits["none"][..., 0].size
         for variant, values in logits.items():
@@ -428,7 +428,8 @@ def style_paths(root):
     """(calibration paths, held-out paths) of an image set: a dataset root (train / val+test),
     a folder with train/ and val/ (or test/) image folders, or a folder of images (the first
     STYLE_IMAGES held out, the rest to calibrate)."""
-    from faceparsing.data.layout import MAPPING_FILE, image_path, split_ids
+    from faceparsing.data.layout import split_ids
+    from faceparsing.data.release import MAPPING_FILE, image_path
     from faceparsing.images import list_images
 
     root = Path(root)
