@@ -204,7 +204,7 @@ def export_onnx_files(model, size, folder, precisions, dynamic):
     """{variant: path} of the model's ONNX exports (float, int8, float at a free size)."""
     import numpy as np
 
-    from faceparsing.inference import exporting
+    from faceparsing.inference import exporting, quantization
 
     paths = {}
     float_path = folder / "float.onnx"
@@ -214,7 +214,7 @@ def export_onnx_files(model, size, folder, precisions, dynamic):
     if "int8" in precisions:
         calibration = _random_images(TIMING_CALIBRATION_IMAGES, size, np)
         paths["int8"] = folder / "int8.onnx"
-        exporting.quantize_onnx(float_path, paths["int8"], "int8", calibration)
+        quantization.quantize_onnx(float_path, paths["int8"], "int8", calibration)
     if dynamic:
         paths["float, free size"] = folder / "free.onnx"
         exporting.export_onnx(model, paths["float, free size"], None, exporting.onnx_metadata(size))
@@ -507,7 +507,7 @@ def style_quality(args, paths, folder):
     float16 and int8 ONNX, int8 calibrated on --data-root and on the style's own other images,
     and the same int8 TFLite files when --backends has tflite."""
     from faceparsing.checkpoints import load_checkpoint
-    from faceparsing.inference import exporting
+    from faceparsing.inference import exporting, quantization
 
     size = onnx_size(paths["none"])
     tflite = "tflite" in args.backends
@@ -515,11 +515,11 @@ def style_quality(args, paths, folder):
         sized = exporting.fixed_size_model(
             exporting.inference_twin(load_checkpoint(args.checkpoint)), size
         )
-        calibration = exporting.calibration_images(args.data_root, size, args.calibration_images)
+        calibration = quantization.calibration_images(args.data_root, size, args.calibration_images)
         exporting.export_tflite(sized, folder / "int8.tflite", "int8", calibration)
     rows = []
     for name, calibration, held_out in styles(args, size):
-        exporting.quantize_onnx(paths["none"], folder / "own.onnx", "int8", calibration)
+        quantization.quantize_onnx(paths["none"], folder / "own.onnx", "int8", calibration)
         files = {"ONNX float16": paths["float16"], "ONNX int8": paths["int8"],
                  "ONNX int8, own calibration": folder / "own.onnx"}  # fmt: skip
         if tflite:

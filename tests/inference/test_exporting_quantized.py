@@ -7,7 +7,7 @@ import pytest
 
 from faceparsing.checkpoints import load_checkpoint
 from faceparsing.classes import NUM_CLASSES
-from faceparsing.inference import exporting
+from faceparsing.inference import exporting, quantization
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +95,11 @@ def test_int8_tflite_runs_with_float_input(trained_run, demo_root, keras_model, 
 
 
 def test_calibration_images_spread_over_a_folder(demo_root):
-    images = exporting.calibration_images(demo_root / "CelebA-HQ-img", 24, count=5)
+    images = quantization.calibration_images(demo_root / "CelebA-HQ-img", 24, count=5)
     assert images.shape == (5, 24, 24, 3) and images.dtype == np.float32
     assert 0 <= images.min() and images.max() <= 255
     # Spread evenly: the first and last files of the sorted folder are included.
-    everything = exporting.calibration_images(demo_root / "CelebA-HQ-img", 24, count=1000)
+    everything = quantization.calibration_images(demo_root / "CelebA-HQ-img", 24, count=1000)
     assert len(everything) == 24
     np.testing.assert_array_equal(images[0], everything[0])
     np.testing.assert_array_equal(images[-1], everything[-1])
@@ -108,7 +108,7 @@ def test_calibration_images_spread_over_a_folder(demo_root):
 def test_dataset_root_calibrates_on_its_train_split(demo_root):
     from faceparsing.data.layout import split_ids
 
-    images = exporting.calibration_images(demo_root, 16, count=1000)
+    images = quantization.calibration_images(demo_root, 16, count=1000)
     assert len(images) == len(split_ids(demo_root, "train"))
 
 
@@ -164,7 +164,7 @@ def test_int8_calibration_ranges_cover_every_calibration_image(tmp_path, count):
     _matmul_onnx(tmp_path / "float.onnx")
     images = np.full((count, 8, 8, 3), 10, "float32")
     images[0] = 200
-    exporting.quantize_onnx(tmp_path / "float.onnx", tmp_path / "int8.onnx", "int8", images)
+    quantization.quantize_onnx(tmp_path / "float.onnx", tmp_path / "int8.onnx", "int8", images)
     model = onnx.load(str(tmp_path / "int8.onnx"))
     (quantize,) = [
         node
@@ -228,7 +228,7 @@ def strided_int8(tmp_path_factory):
     folder = tmp_path_factory.mktemp("strided")
     _strided_onnx(folder / "float.onnx")
     images = np.random.default_rng(1).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
-    exporting.quantize_onnx(folder / "float.onnx", folder / "int8.onnx", "int8", images)
+    quantization.quantize_onnx(folder / "float.onnx", folder / "int8.onnx", "int8", images)
     return folder
 
 
@@ -255,7 +255,7 @@ def test_int8_weights_cannot_saturate_avx2_pair_sums(strided_int8):
 
 def test_int8_float_nodes_of_a_graph_without_a_stem_or_a_conv(tmp_path):
     _matmul_onnx(tmp_path / "float.onnx")
-    assert exporting.int8_float_nodes(onnx.load(str(tmp_path / "float.onnx"))) == []
+    assert quantization.int8_float_nodes(onnx.load(str(tmp_path / "float.onnx"))) == []
 
 
 def _strided_keras_model(size=16):
