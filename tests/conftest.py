@@ -58,12 +58,3 @@ def trained_run(demo_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     assert train.main(tiny_train_args(demo_root, run_dir)) == 0
     return run_dir
-
-
-def assert_reexports(facade, owners):
-    """Every name in `facade.__all__` exists, and each name of `owners` (name -> module)
-    is that module's own object, not a copy."""
-    missing = [name for name in facade.__all__ if not hasattr(facade, name)]
-    assert not missing
-    for name, owner in owners.items():
-        assert getattr(facade, name) is getattr(owner, name), name
