@@ -1,10 +1,10 @@
-from pathlib import Path
+"""Fixtures shared by the whole suite: the checkout, tiny data sets and tiny training runs."""
 
 import pytest
+from checkout import REPO
+from tiny_celebamask import write_tiny_root
 
 import faceparsing  # noqa: F401  (sets TensorFlow's log level before any test imports it)
-
-REPO = Path(__file__).resolve().parents[1]
 
 # A model small enough to train for an epoch in seconds on a CPU.
 TINY_MODEL = [
@@ -12,6 +12,30 @@ TINY_MODEL = [
     "--decoder_filters=16", "--image_size=32", "--batch_size=4", "--augment=false",
     "--verbose=0",
 ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def repo():
+    """The root of the checkout under test."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(repo):
+    """tests/fixtures: checkpoints saved by older versions, with what they predicted then."""
+    return repo / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def tiny_train_args():
+    """train.py's arguments for one epoch of the tiny model on 8 images, as a function of the
+    data root, the run folder and extra `--key=value` options (a repeated key: the last wins)."""
+
+    def arguments(data_root, run_dir, *extra):
+        return [f"--data_root={data_root}", f"--run_dir={run_dir}", "--epochs=1",
+                "--max_train_images=8", "--max_val_images=4", *TINY_MODEL, *extra]  # fmt: skip
+
+    return arguments
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +59,13 @@ def release(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def tiny_root(tmp_path):
+    """Six images of boxes in the release layout, written into tmp_path (`write_tiny_root`):
+    ids 0-3 train, 4 val, 5 test."""
+    return write_tiny_root(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def lapa_root(tmp_path_factory):
     """16 synthetic faces in LaPa's released layout: 14 train, 1 val, 1 test."""
@@ -45,13 +76,8 @@ def lapa_root(tmp_path_factory):
     return root
 
 
-def tiny_train_args(data_root, run_dir, *extra):
-    return [f"--data_root={data_root}", f"--run_dir={run_dir}", "--epochs=1", "--max_train_images=8",
-            "--max_val_images=4", *TINY_MODEL, *extra]  # fmt: skip
-
-
 @pytest.fixture(scope="session")
-def trained_run(demo_root, tmp_path_factory):
+def trained_run(demo_root, tiny_train_args, tmp_path_factory):
     """A run folder produced by one tiny epoch of train.py."""
     import train
 

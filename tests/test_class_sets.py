@@ -6,7 +6,6 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, tiny_train_args
 from PIL import Image
 
 import evaluate
@@ -19,12 +18,11 @@ from faceparsing.classes import CELEBAMASK_HQ, CLASS_NAMES, LAPA, class_set_of
 from faceparsing.inference import overlay
 from faceparsing.training import trainer
 
-FIXTURES = REPO / "tests" / "fixtures"
-MAIN_19_CLASS = FIXTURES / "main_7a2b71b_19class.keras"  # main before class sets
+MAIN_19_CLASS = "main_7a2b71b_19class.keras"  # main before class sets, in tests/fixtures
 
 
 @pytest.fixture(scope="session")
-def lapa_run(lapa_root, tmp_path_factory):
+def lapa_run(lapa_root, tiny_train_args, tmp_path_factory):
     """One tiny epoch of train.py on the LaPa-layout set, found from data_root alone."""
     run_dir = tmp_path_factory.mktemp("runs") / "lapa"
     assert train.main(tiny_train_args(lapa_root, run_dir)) == 0
@@ -96,11 +94,11 @@ def _config(data_root, *extra):
     return config_lib.resolve(None, arguments)
 
 
-def test_init_across_class_sets_keeps_all_but_the_head(lapa_root, capsys):
+def test_init_across_class_sets_keeps_all_but_the_head(lapa_root, fixtures_dir, capsys):
     # The fixture's architecture (mobilenetv2 0.1, 4 filters) with LaPa's classes.
     model = trainer.build_model(_config(lapa_root))
-    source = load_checkpoint(MAIN_19_CLASS)
-    trainer.initialise_from(model, source, MAIN_19_CLASS)
+    source = load_checkpoint(fixtures_dir / MAIN_19_CLASS)
+    trainer.initialise_from(model, source, fixtures_dir / MAIN_19_CLASS)
     assert (
         "a new head for 11 classes (lapa) replaces its 19 (celebamask_hq)"
         in capsys.readouterr().out
@@ -127,9 +125,11 @@ def test_class_map_trains_a_smaller_head(lapa_root):
 
 
 @pytest.mark.slow
-def test_19_class_checkpoint_of_main_loads_and_evaluates_unchanged(demo_root, tmp_path):
-    expected = json.loads((FIXTURES / "main_7a2b71b_19class.expected.json").read_text())
-    model = load_checkpoint(MAIN_19_CLASS)
+def test_19_class_checkpoint_of_main_loads_and_evaluates_unchanged(
+    fixtures_dir, demo_root, tmp_path
+):
+    expected = json.loads((fixtures_dir / "main_7a2b71b_19class.expected.json").read_text())
+    model = load_checkpoint(fixtures_dir / MAIN_19_CLASS)
     assert class_set_of(model) == CELEBAMASK_HQ
     images = (np.arange(2 * 32 * 40 * 3).reshape(2, 32, 40, 3) % 256).astype("float32")
     logits = np.asarray(model.predict_on_batch(images))
@@ -138,17 +138,17 @@ def test_19_class_checkpoint_of_main_loads_and_evaluates_unchanged(demo_root, tm
         np.bincount(logits.argmax(-1).ravel(), minlength=19).tolist()
         == expected["argmax_histogram"]
     )
-    arguments = [f"--checkpoint={MAIN_19_CLASS}", f"--data_root={demo_root}", "--split=test",
+    arguments = [f"--checkpoint={fixtures_dir / MAIN_19_CLASS}", f"--data_root={demo_root}", "--split=test",
                  "--max_images=2", "--image_size=32", f"--out={tmp_path}"]  # fmt: skip
     assert evaluate.main(arguments) == 0
     assert tuple(json.loads((tmp_path / "report.json").read_text())["per_class"]) == CLASS_NAMES
 
 
-def test_demo_recipe_refuses_a_folder_of_other_files(tmp_path, capsys):
+def test_demo_recipe_refuses_a_folder_of_other_files(repo, tmp_path, capsys):
     data = tmp_path / "photos"
     data.mkdir()
     (data / "holiday.jpg").write_bytes(b"not a dataset")
-    arguments = ["--config", str(REPO / "configs" / "demo.yaml"), f"--data_root={data}",
+    arguments = ["--config", str(repo / "configs" / "demo.yaml"), f"--data_root={data}",
                  f"--run_dir={tmp_path / 'run'}"]  # fmt: skip
     assert train.main(arguments) == 2
     error = capsys.readouterr().err

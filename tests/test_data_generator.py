@@ -1,18 +1,12 @@
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_celebamask import FACE_PARTS, save_mask, write_tiny_root
+from tiny_celebamask import FACE_PARTS, save_mask
 
 import data_generator as dg
 from faceparsing import errors
 from faceparsing.classes import CLASS_IDS
 from faceparsing.data import layout, release
-
-
-@pytest.fixture
-def tiny_root(tmp_path):
-    """Six images: ids 0-3 train, 4 val, 5 test."""
-    return write_tiny_root(tmp_path)
 
 
 def test_check_finds_every_planted_defect(tiny_root, capsys):

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from checkout import REPO
 
 from faceparsing import config as config_lib
 

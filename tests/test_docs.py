@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from checkout import REPO
 
 README = REPO / "README.md"
 PAGES = sorted((REPO / "docs").glob("*.md"))

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY_MODEL, tiny_train_args
 from PIL import Image
 
 import data_generator as dg
@@ -116,7 +115,7 @@ def _bomb_image(root):
     [_remove_mapping, _misspell_mask_folder, _remove_all_parts, _remove_image, _bomb_image],
 )
 def test_bad_dataset_stops_train_before_the_model_is_built(
-    damage, data_copy, tmp_path, capsys, monkeypatch
+    damage, data_copy, tiny_train_args, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024 * 1024)
     fragments = damage(data_copy)
@@ -165,14 +164,14 @@ def _shrink_mask(root):
 
 @pytest.mark.parametrize("damage", [_truncate_image, _corrupt_mask, _shrink_mask])
 def test_unreadable_sample_during_fit_is_one_line_naming_the_file(
-    damage, data_copy, tmp_path, capsys
+    damage, data_copy, tiny_train_args, tmp_path, capsys
 ):
     path = damage(data_copy)
     assert train.main(tiny_train_args(data_copy, tmp_path / "run", *ONE_BATCH)) == 2
     assert_one_line_error(capsys, path)
 
 
-def test_skip_bad_samples_reports_the_count(data_copy, tmp_path, capsys):
+def test_skip_bad_samples_reports_the_count(data_copy, tiny_train_args, tmp_path, capsys):
     path = _truncate_image(data_copy)
     run_dir = tmp_path / "run"
     arguments = tiny_train_args(data_copy, run_dir, *ONE_BATCH, "--skip_bad_samples=true")
@@ -211,7 +210,9 @@ def truncate_to_a_third(root, image_id):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stream", sorted(LATE_CASES))
-def test_bad_sample_after_batch_2_is_one_line_or_skipped(stream, data_copy, tmp_path, capsys):
+def test_bad_sample_after_batch_2_is_one_line_or_skipped(
+    stream, data_copy, tiny_train_args, tmp_path, capsys
+):
     path = truncate_to_a_third(data_copy, third_batch_id(data_copy, stream))
     arguments = tiny_train_args(data_copy, tmp_path / "run", *LATE, *LATE_CASES[stream])
     assert train.main(arguments) == 2
@@ -238,7 +239,7 @@ def test_unknown_key_in_a_config_file(tmp_path, capsys):
     assert_one_line_error(capsys, path, "unknown config key 'epoch'")
 
 
-def test_run_dir_under_a_regular_file(demo_root, tmp_path, capsys):
+def test_run_dir_under_a_regular_file(demo_root, tiny_train_args, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert train.main(tiny_train_args(demo_root, blocker / "run")) == 2
@@ -263,7 +264,7 @@ CHECKPOINT_DEFECTS = [_missing_checkpoint, _corrupt_checkpoint, _five_class_chec
 
 
 @pytest.mark.parametrize("defect", CHECKPOINT_DEFECTS)
-def test_bad_init_checkpoint(defect, demo_root, tmp_path, capsys, monkeypatch):
+def test_bad_init_checkpoint(defect, demo_root, tiny_train_args, tmp_path, capsys, monkeypatch):
     path, message = defect(tmp_path)
     monkeypatch.setattr(trainer, "build_model", pytest.fail)  # refused before any model
     assert train.main(tiny_train_args(demo_root, tmp_path / "run", f"--init={path}")) == 2
@@ -310,7 +311,9 @@ def test_unusable_photo_for_visualize(kind, trained_run, tmp_path, capsys, monke
 # ---------------------------------------------------------------------------
 
 
-def test_nan_loss_stops_training_with_a_clear_message(demo_root, tmp_path, capsys, monkeypatch):
+def test_nan_loss_stops_training_with_a_clear_message(
+    demo_root, tiny_train_args, tmp_path, capsys, monkeypatch
+):
     make = BatchMaker.make  # what training's worker threads run
 
     def poisoned(self, index, epoch):
@@ -336,7 +339,7 @@ def advised_options(error_line):
 @pytest.mark.slow
 @pytest.mark.parametrize("diverged_epoch", [1, 2])
 def test_the_advice_after_a_divergence_works(
-    diverged_epoch, demo_root, tmp_path, capsys, monkeypatch
+    diverged_epoch, demo_root, tiny_train_args, tmp_path, capsys, monkeypatch
 ):
     make = BatchMaker.make
     poison = [True]  # what following the advice fixes (here, as with bad data, the batches)
@@ -434,12 +437,6 @@ def test_mixed_bfloat16_step_gives_a_finite_float32_loss(mixed_policy):
 EPOCHS = 3
 
 
-def _train_command(data_root, run_dir):
-    return [sys.executable, str(REPO / "train.py"), f"--data_root={data_root}",
-            f"--run_dir={run_dir}", f"--epochs={EPOCHS}", "--max_train_images=8",
-            "--max_val_images=4", "--steps_per_epoch=2", *FAST, *TINY_MODEL]  # fmt: skip
-
-
 def _state_epoch(run_dir):
     try:
         return json.loads((run_dir / "backup" / "state.json").read_text())["epoch"]
@@ -468,8 +465,8 @@ def _killed_before_rename(name, command):
     return [sys.executable, "-c", KILL_BEFORE_RENAME, name, *command[1:]]
 
 
-def _start(command):
-    return subprocess.Popen(command, cwd=REPO,
+def _start(command, repo):
+    return subprocess.Popen(command, cwd=repo,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
@@ -484,15 +481,19 @@ def _kill_when(process, condition, timeout=180):
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_path):
+def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(
+    repo, demo_root, tiny_train_args, tmp_path
+):
     from faceparsing.checkpoints import load_checkpoint
 
     run_dir = tmp_path / "run"
-    command = _train_command(demo_root, run_dir)
+    arguments = tiny_train_args(demo_root, run_dir, f"--epochs={EPOCHS}", "--steps_per_epoch=2",
+                                *FAST)  # fmt: skip
+    command = [sys.executable, str(repo / "train.py"), *arguments]
 
     # 1. Killed in the middle of writing epoch 2's resume weights (temp file
     #    written, rename not done): the worst moment for a crash.
-    first = _start(_killed_before_rename("epoch_0002.keras", command))
+    first = _start(_killed_before_rename("epoch_0002.keras", command), repo)
     output = first.communicate(timeout=180)[0]
     assert first.returncode == -signal.SIGKILL, output
     assert _state_epoch(run_dir) == 1
@@ -500,13 +501,13 @@ def test_kill_9_then_rerun_resumes_and_lists_every_epoch_once(demo_root, tmp_pat
 
     # 2. Rerun, killed as soon as epoch 2 is committed (while the files derived
     #    from it, metrics.csv, last.keras and best.keras, are being written).
-    second = _start(command)
+    second = _start(command, repo)
     code = _kill_when(second, lambda: _state_epoch(run_dir) >= 2)
     assert code in (0, -signal.SIGKILL), second.stdout.read()
     assert _state_epoch(run_dir) >= 2
 
     # 3. Rerun to completion.
-    third = _start(command)
+    third = _start(command, repo)
     output = third.communicate(timeout=180)[0]
     assert third.returncode == 0, output
     with open(run_dir / "metrics.csv") as handle:
@@ -553,7 +554,7 @@ FULL_DISK_WRITES = {"backup": ("epoch_0002.keras", 2), "last": ("last.keras", 2)
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(FULL_DISK_WRITES))
 def test_full_disk_while_a_checkpoint_is_written(
-    kind, small_file_system, demo_root, tmp_path, capsys, monkeypatch
+    kind, small_file_system, demo_root, tiny_train_args, tmp_path, capsys, monkeypatch
 ):
     from faceparsing.checkpoints import load_checkpoint
     from faceparsing.training import run_folder

@@ -3,7 +3,6 @@ import json
 import shutil
 
 import pytest
-from conftest import tiny_train_args
 
 import train
 
@@ -32,7 +31,9 @@ def test_one_epoch_writes_a_complete_run_folder(trained_run):
     assert summary["best_epoch"] == 1
 
 
-def test_rerun_resumes_without_duplicating_rows(demo_root, trained_run, tmp_path, capsys):
+def test_rerun_resumes_without_duplicating_rows(
+    demo_root, trained_run, tiny_train_args, tmp_path, capsys
+):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)  # one epoch trained in graph mode
     # Eager steps from here on: they save tracing time and may change on a resume.
@@ -44,7 +45,9 @@ def test_rerun_resumes_without_duplicating_rows(demo_root, trained_run, tmp_path
     assert [row["epoch"] for row in _rows(run_dir)] == ["1", "2"]
 
 
-def test_a_moved_run_folder_and_dataset_resume(demo_root, trained_run, tmp_path, capsys):
+def test_a_moved_run_folder_and_dataset_resume(
+    demo_root, trained_run, tiny_train_args, tmp_path, capsys
+):
     run_dir, data_root = tmp_path / "moved" / "run", tmp_path / "moved" / "data"
     shutil.copytree(trained_run, run_dir)
     shutil.copytree(demo_root, data_root)
@@ -54,7 +57,7 @@ def test_a_moved_run_folder_and_dataset_resume(demo_root, trained_run, tmp_path,
     assert [row["epoch"] for row in _rows(run_dir)] == ["1", "2"]
 
 
-def test_resume_refuses_a_different_config(demo_root, trained_run, capsys):
+def test_resume_refuses_a_different_config(demo_root, trained_run, tiny_train_args, capsys):
     assert train.main(tiny_train_args(demo_root, trained_run, "--learning_rate=0.5")) == 2
     assert "holds a run with a different config (learning_rate)" in capsys.readouterr().err
 
@@ -74,7 +77,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path, arguments, message, capsys)
     assert message in error and error.count("\n") == 1
 
 
-def test_init_copies_weights_from_a_checkpoint(demo_root, trained_run, tmp_path):
+def test_init_copies_weights_from_a_checkpoint(demo_root, trained_run, tiny_train_args, tmp_path):
     import numpy as np
 
     from faceparsing.checkpoints import load_checkpoint
@@ -97,7 +100,9 @@ def test_init_copies_weights_from_a_checkpoint(demo_root, trained_run, tmp_path)
             np.testing.assert_allclose(variable, copied[variable.path], atol=1e-7)
 
 
-def test_init_with_another_architecture_is_refused(demo_root, trained_run, tmp_path, capsys):
+def test_init_with_another_architecture_is_refused(
+    demo_root, trained_run, tiny_train_args, tmp_path, capsys
+):
     arguments = tiny_train_args(
         demo_root, tmp_path / "other", f"--init={trained_run / 'best.keras'}", "--decoder_filters=8"
     )

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_celebamask import box, save_mask, write_sample, write_tiny_root
+from tiny_celebamask import box, save_mask, write_sample
 
 from faceparsing import errors
 from faceparsing.classes import CLASS_IDS, PART_NAMES
@@ -10,12 +10,6 @@ from faceparsing.data import release
 from faceparsing.images import resize_nearest
 
 SIZE = release.MASK_SIZE
-
-
-@pytest.fixture
-def tiny_root(tmp_path):
-    """Six images: ids 0-3 train, 4 val, 5 test."""
-    return write_tiny_root(tmp_path)
 
 
 def test_merge_follows_official_order_not_alphabetical(tmp_path):

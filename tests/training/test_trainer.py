@@ -4,7 +4,6 @@ import dataclasses
 
 import keras
 import pytest
-from conftest import tiny_train_args
 
 from faceparsing import config as config_lib
 from faceparsing.training import trainer
@@ -30,7 +29,7 @@ def test_run_environment_restores_after_an_error():
 
 
 @pytest.mark.slow
-def test_a_mixed_precision_run_leaves_float32_behind(demo_root, tmp_path):
+def test_a_mixed_precision_run_leaves_float32_behind(demo_root, tiny_train_args, tmp_path):
     arguments = tiny_train_args(demo_root, tmp_path / "run", "--mixed_precision=mixed_bfloat16")
     config = config_lib.resolve(None, arguments)
     trainer.train(config)
