@@ -1,4 +1,7 @@
-"""Fixtures shared by the whole suite: the checkout, tiny data sets and tiny training runs."""
+"""Fixtures shared by the whole suite: the checkout, tiny data sets, tiny training runs and
+the checks of a script's one-line errors."""
+
+import shutil
 
 import pytest
 from checkout import REPO
@@ -48,6 +51,14 @@ def demo_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def data_copy(demo_root, tmp_path):
+    """A private copy of the demo set that a test may damage."""
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    return root
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """A 10-image synthetic set in the release layout, one per test module (its tests may
@@ -84,3 +95,43 @@ def trained_run(demo_root, tiny_train_args, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     assert train.main(tiny_train_args(demo_root, run_dir)) == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def lapa_run(lapa_root, tiny_train_args, tmp_path_factory):
+    """One tiny epoch of train.py on the LaPa-layout set, found from data_root alone."""
+    import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "lapa"
+    assert train.main(tiny_train_args(lapa_root, run_dir)) == 0
+    return run_dir
+
+
+@pytest.fixture
+def assert_one_line_error(capsys):
+    """A check of what a script printed to stderr: one `error: ...` line, no traceback,
+    holding each of the given fragments."""
+
+    def check(*fragments):
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and error.count("\n") == 1, error
+        assert "Traceback" not in error
+        for fragment in fragments:
+            assert str(fragment) in error, (fragment, error)
+
+    return check
+
+
+@pytest.fixture(params=["missing", "corrupt", "five_classes"])
+def bad_checkpoint(request, tmp_path):
+    """(path, what the error about it says) of a checkpoint that no script can use."""
+    path = tmp_path / f"{request.param}.keras"
+    if request.param == "missing":
+        return path, "checkpoint not found"
+    if request.param == "corrupt":
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+        return path, "could not be loaded"
+    import keras
+
+    keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(5, 1)]).save(path)
+    return path, "predicts 5 classes, expected 19"

@@ -38,6 +38,11 @@ def test_check_finds_every_planted_defect(tiny_root, capsys):
         layout.validate_split(tiny_root, layout.split_ids(tiny_root, "all"))
 
 
+def test_check_of_a_missing_root_exits_1(tmp_path, capsys):
+    assert dg.main(["check", "--data_root", str(tmp_path / "nowhere")]) == 1
+    assert f"dataset root {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().out
+
+
 def test_cli_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         dg.main(["check"])

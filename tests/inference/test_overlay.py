@@ -1,6 +1,6 @@
 import numpy as np
 
-from faceparsing.classes import PALETTE
+from faceparsing.classes import CELEBAMASK_HQ, LAPA, PALETTE
 from faceparsing.inference import overlay
 
 
@@ -29,6 +29,12 @@ def test_faces_panel_is_photo_labels_overlay_and_legend():
     assert panel.shape[0] == 40 and panel.shape[1] > 3 * 50
     np.testing.assert_array_equal(panel[:, :50], photo)
     assert tuple(panel[5, 100 + 20]) == (255, 255, 255)  # the box on the overlay tile
+
+
+def test_legend_uses_the_class_set_colours():
+    label = np.full((8, 8), 10, np.uint8)  # LaPa's hair; CelebAMask-HQ's id 10 is the mouth
+    swatch = overlay.legend([label], 100, LAPA)[10, 10]
+    assert tuple(swatch) == tuple(LAPA.palette[10]) != tuple(CELEBAMASK_HQ.palette[10])
 
 
 def test_the_pillow_floor_has_the_sized_default_font(repo):
