@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from checkout import REPO
 
 SCRIPTS = {"train", "evaluate", "visualize", "export", "data_generator", "deeplab"}
 PACKAGE = REPO / "faceparsing"

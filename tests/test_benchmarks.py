@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 
 SMOKE_RUNS = {
     "bench_data.py": "| fit: pack, worker threads | 2 |",
@@ -17,11 +16,11 @@ EXTRA_ARGUMENTS = {"gpu_check.py": ["--end-to-end"]}  # fit and train.py rows to
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
-def test_smoke_run_prints_table(script):
+def test_smoke_run_prints_table(script, repo):
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), "--smoke",
+        [sys.executable, str(repo / "benchmarks" / script), "--smoke",
          *EXTRA_ARGUMENTS.get(script, [])],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
+        capture_output=True, text=True, timeout=600, cwd=repo,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert SMOKE_RUNS[script] in result.stdout, result.stdout

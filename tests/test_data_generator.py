@@ -1,18 +1,12 @@
 import numpy as np
 import pytest
-from conftest import assert_reexports
 from PIL import Image
-from tiny_celebamask import FACE_PARTS, save_mask, write_tiny_root
+from tiny_celebamask import FACE_PARTS, save_mask
 
 import data_generator as dg
 from faceparsing import errors
+from faceparsing.classes import CLASS_IDS
 from faceparsing.data import layout, release
-
-
-@pytest.fixture
-def tiny_root(tmp_path):
-    """Six images: ids 0-3 train, 4 val, 5 test."""
-    return write_tiny_root(tmp_path)
 
 
 def test_check_finds_every_planted_defect(tiny_root, capsys):
@@ -44,6 +38,11 @@ def test_check_finds_every_planted_defect(tiny_root, capsys):
         layout.validate_split(tiny_root, layout.split_ids(tiny_root, "all"))
 
 
+def test_check_of_a_missing_root_exits_1(tmp_path, capsys):
+    assert dg.main(["check", "--data_root", str(tmp_path / "nowhere")]) == 1
+    assert f"dataset root {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().out
+
+
 def test_cli_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         dg.main(["check"])
@@ -51,12 +50,24 @@ def test_cli_usage_error_exits_2(capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_public_names_are_the_package_objects():
-    from faceparsing.data import augment, dataset, release
+def test_the_documented_names_read_and_flip_the_release(tiny_root):
+    # The module docstring's import line, used as it says: split, merge, read batches, flip.
+    from data_generator import CelebAMaskHQ, horizontal_flip, merge_masks, split_ids
 
-    owners = {"CelebAMaskHQ": dataset, "merge_masks": release, "split_ids": layout,
-              "horizontal_flip": augment}  # fmt: skip
-    assert_reexports(dg, owners)
+    assert not [name for name in dg.__all__ if not hasattr(dg, name)]  # `import *` works
+    ids = split_ids(tiny_root, "train")
+    assert ids == [0, 1, 2, 3]
+    dataset = CelebAMaskHQ(tiny_root, "train", batch_size=4, image_size=release.MASK_SIZE,
+                           augment=False, shuffle=False)  # fmt: skip
+    images, labels = dataset[0]
+    assert images.shape == (4, release.MASK_SIZE, release.MASK_SIZE, 3)
+    for image_id, label in zip(ids, labels, strict=True):
+        np.testing.assert_array_equal(label, merge_masks(tiny_root, image_id))
+    # The left eye (FACE_PARTS: rows 180-220, columns 150-230) becomes a right eye, mirrored.
+    assert labels[0][200, 190] == CLASS_IDS["l_eye"]
+    flipped_image, flipped_label = horizontal_flip(images[0], labels[0])
+    assert flipped_label[200, release.MASK_SIZE - 1 - 190] == CLASS_IDS["r_eye"]
+    np.testing.assert_array_equal(flipped_image, images[0][:, ::-1])
 
 
 def test_make_demo_writes_the_release_layout(tmp_path, capsys):

@@ -5,18 +5,21 @@ shell block is parsed by that script's own `parse_args`, and a `train.py` line's
 `--config` file and `--key=value` overrides are resolved into a TrainConfig: a
 renamed flag, a removed config key or a moved config file fails here. Running each
 command for real would take minutes (most train or need a checkpoint); the ones
-that are cheap, `--print_config` and `--help`, run for real.
+that are cheap, `--print_config` and `--help`, run for real, and so do the README's
+evaluate.py and visualize.py commands, on a tiny run where the README's demo run would be.
 """
 
 import contextlib
 import importlib.util
 import io
+import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from checkout import REPO
 
 from faceparsing import config as config_lib
 
@@ -113,6 +116,29 @@ def test_help_of_every_documented_script_runs(script, capsys):
         module.parse_args(["--help"])
     assert exit_.value.code == 0
     assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_the_readme_commands_after_the_demo_run_as_written(
+    trained_run, demo_root, tmp_path, monkeypatch
+):
+    # "Everything lands in runs/demo/; then try": the README's evaluate.py and visualize.py
+    # commands, run in a folder whose runs/demo holds a tiny run and data/demo the demo set.
+    import evaluate
+    import visualize
+
+    shutil.copytree(trained_run, tmp_path / "runs" / "demo")
+    shutil.copytree(demo_root, tmp_path / "data" / "demo")
+    monkeypatch.chdir(tmp_path)
+    mains = {"evaluate.py": evaluate.main, "visualize.py": visualize.main}
+    readme = [argv for page, argv in shell_commands(REPO / "README.md") if argv[1:2] in
+              (["evaluate.py"], ["visualize.py"])]  # fmt: skip
+    assert sorted(argv[1] for argv in readme) == ["evaluate.py", "visualize.py"]
+    for argv in readme:
+        assert mains[argv[1]](argv[2:]) == 0, argv
+    report = json.loads((tmp_path / "runs" / "demo" / "eval_test" / "report.json").read_text())
+    assert report["split"] == "test" and report["num_images"] == 2  # the tiny set's test split
+    panels = tmp_path / "runs" / "demo" / "panels"
+    assert len(list(panels.glob("*_panel.png"))) == 2 and (panels / "grid.png").is_file()
 
 
 def test_commands_are_found_in_every_kind_of_block(tmp_path):

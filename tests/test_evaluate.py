@@ -63,3 +63,20 @@ def test_checkpoint_with_wrong_class_count_is_refused(tmp_path, capsys):
     model.save(tmp_path / "five.keras")
     assert evaluate.main([f"--checkpoint={tmp_path / 'five.keras'}"]) == 2
     assert "predicts 5 classes, expected 19" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_lapa_run_evaluates_with_lapa_names(lapa_run, tmp_path, capsys):
+    from faceparsing.classes import LAPA
+
+    checkpoint = f"--checkpoint={lapa_run / 'best.keras'}"
+    assert evaluate.main([checkpoint, "--split=val", f"--out={tmp_path / 'all'}"]) == 0
+    table = capsys.readouterr().out
+    report = json.loads((tmp_path / "all" / "report.json").read_text())
+    assert tuple(report["per_class"]) == LAPA.names
+    assert np.asarray(report["confusion_matrix"]).shape == (11, 11)
+    assert "left eyebrow" in table and "inner mouth" in table and "DML-CSR" not in table
+    assert evaluate.main([checkpoint, "--split=val", "--classes=hair", f"--out={tmp_path}"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert tuple(report["per_class"]) == ("background", "hair")
+    assert report["per_class"]["hair"]["support"] > 0

@@ -71,3 +71,22 @@ def test_dynamic_size_and_image_size_conflict_is_one_line_exit_2(trained_run, tm
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--image_size and --dynamic_size exclude each other" in error
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+def test_lapa_run_exports_onnx_with_11_named_channels(lapa_run, tmp_path):
+    import json
+
+    from faceparsing.classes import LAPA
+
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "lapa.onnx"
+    assert (
+        export.main([f"--checkpoint={lapa_run / 'best.keras'}", "--format=onnx", f"--out={out}"])
+        == 0
+    )
+    proto = onnx.load(str(out))
+    assert proto.graph.output[0].type.tensor_type.shape.dim[3].dim_value == 11
+    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    assert metadata["class_names"].split(",") == list(LAPA.names)
+    assert json.loads(metadata["class_set"])["flip_pairs"] == [[2, 3], [4, 5]]

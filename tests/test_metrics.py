@@ -115,13 +115,11 @@ def test_metric_config_round_trip():
     assert clone.num_classes == 5 and clone.name == "val_thing"
 
 
-def test_metric_compiles_under_jax_jit():
+def test_metric_compiles_under_jax_jit(repo):
     """Regressions: bincount under jax.jit and zeros_like(variable) broke training on JAX."""
     import os
     import subprocess
     import sys
-
-    from conftest import REPO
 
     code = """
 import jax, numpy as np
@@ -140,7 +138,7 @@ assert np.isnan(float(metric.result()))
     environment = {**os.environ, "KERAS_BACKEND": "jax"}
     result = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=REPO,
+        cwd=repo,
         env=environment,
         capture_output=True,
         text=True,

@@ -9,13 +9,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from conftest import REPO
 
 from faceparsing import serialization
 from faceparsing.checkpoints import load_checkpoint
-
-FIXTURES = REPO / "tests" / "fixtures"
-OLD_CHECKPOINT = FIXTURES / "old_layout_v0.1.keras"
 
 # What saved .keras files call the project's classes; renaming any breaks old checkpoints.
 REGISTERED_NAMES = {
@@ -39,9 +35,15 @@ def test_registered_names_are_unchanged():
         assert keras.saving.get_registered_object(name) is not None, name
 
 
-def test_old_layout_checkpoint_loads_and_predicts_as_it_did():
-    expected = json.loads((FIXTURES / "old_layout_v0.1.expected.json").read_text())
-    model = load_checkpoint(OLD_CHECKPOINT)
+@pytest.fixture
+def old_checkpoint(fixtures_dir):
+    """A checkpoint saved by v0.1, before the package layout of today."""
+    return fixtures_dir / "old_layout_v0.1.keras"
+
+
+def test_old_layout_checkpoint_loads_and_predicts_as_it_did(old_checkpoint, fixtures_dir):
+    expected = json.loads((fixtures_dir / "old_layout_v0.1.expected.json").read_text())
+    model = load_checkpoint(old_checkpoint)
     logits = np.asarray(model.predict_on_batch(_fixed_input()))
     assert logits.shape == (2, 32, 40, 19)
     np.testing.assert_allclose(logits[0, 0, 0], expected["logits_at_0_0"], rtol=1e-4, atol=1e-4)
@@ -65,13 +67,15 @@ print(type(model).__name__, type(model.loss).__name__,
 
 @pytest.mark.parametrize("module", ["deeplab", "faceparsing.serialization"])
 @pytest.mark.parametrize("which", ["old_layout", "trained_run"])
-def test_one_import_loads_a_training_checkpoint_with_its_compile_config(module, which, trained_run):
+def test_one_import_loads_a_training_checkpoint_with_its_compile_config(
+    module, which, old_checkpoint, trained_run, repo
+):
     # docs/training.md's snippet: `import deeplab`, then keras.saving.load_model. A training
     # checkpoint also holds the schedule, the loss and the metric, once a missing class.
-    checkpoint = OLD_CHECKPOINT if which == "old_layout" else trained_run / "best.keras"
+    checkpoint = old_checkpoint if which == "old_layout" else trained_run / "best.keras"
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(ONE_IMPORT.format(module=module)), str(checkpoint)],
-        cwd=REPO, capture_output=True,
+        cwd=repo, capture_output=True,
         text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

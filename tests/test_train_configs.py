@@ -14,7 +14,7 @@ import sys
 import keras
 import pytest
 import yaml
-from conftest import REPO
+from checkout import REPO
 
 import train
 

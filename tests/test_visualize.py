@@ -1,3 +1,7 @@
+"""visualize.py on photos and on a dataset split (faces in the wild: test_visualize_faces.py)."""
+
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -90,3 +94,43 @@ def test_dataset_panels_show_what_evaluate_counts(trained_run, demo_root, tmp_pa
         prediction = np.asarray(Image.open(eval_dir / "predictions" / f"{image_id}.png"))
         tile = np.asarray(Image.open(panel_path).convert("RGB"))[:512, 2 * 512 : 3 * 512]
         np.testing.assert_array_equal(tile, PALETTE[prediction])
+
+
+def test_bad_checkpoint(bad_checkpoint, tmp_path, assert_one_line_error):
+    path, message = bad_checkpoint
+    photo = tmp_path / "face.png"
+    Image.new("RGB", (20, 20)).save(photo)
+    arguments = [f"--checkpoint={path}", f"--images={photo}", f"--out={tmp_path / 'out'}"]
+    assert visualize.main(arguments) == 2
+    assert_one_line_error(path, message)
+
+
+@pytest.mark.parametrize("kind", ["text", "bomb"])
+def test_unusable_photo(kind, trained_run, tmp_path, monkeypatch, assert_one_line_error):
+    photo = tmp_path / "photo.jpg"
+    if kind == "text":
+        photo.write_text("not an image")
+    else:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+        Image.new("RGB", (100, 100)).save(photo)
+    arguments = [f"--checkpoint={trained_run / 'best.keras'}", f"--images={photo}",
+                 f"--out={tmp_path / 'out'}"]  # fmt: skip
+    assert visualize.main(arguments) == 2
+    assert_one_line_error(photo, "not a readable image")
+
+
+@pytest.mark.slow
+def test_lapa_run_draws_lapa_legends_and_hair_masks(lapa_run, lapa_root, tmp_path):
+    checkpoint = f"--checkpoint={lapa_run / 'best.keras'}"
+    panels = tmp_path / "panels"
+    arguments = [checkpoint, f"--data_root={lapa_root}", "--split=test", f"--out={panels}"]
+    assert visualize.main(arguments) == 0
+    assert (panels / "grid.png").is_file()
+    photo = tmp_path / "face.png"
+    Image.open(next((lapa_root / "test" / "images").iterdir())).save(photo)
+    out = tmp_path / "hair"
+    arguments = [checkpoint, f"--images={photo}", "--align=none", "--classes=hair",
+                 "--save_masks", "--json", f"--out={out}"]  # fmt: skip
+    assert visualize.main(arguments) == 0
+    assert set(np.unique(np.asarray(Image.open(out / "face_mask.png")))) <= {0, 1}
+    assert set(json.loads((out / "face.json").read_text())["pixels"]) <= {"background", "hair"}

@@ -1,8 +1,6 @@
-"""Tiny datasets in the CelebAMask-HQ release layout, for tests/data/ and test_data_generator.py.
-
-A module rather than a conftest.py in tests/data/: every conftest.py is imported as the module
-`conftest`, so a second one would hide REPO and tiny_train_args from `from conftest import ...`.
-"""
+"""Tiny datasets in the CelebAMask-HQ release layout, drawn box by box, for tests/data/ and
+test_data_generator.py: functions that tests call with their own ids, parts and mask modes,
+imported by name. The six-image set of `write_tiny_root` is also the fixture `tiny_root`."""
 
 import numpy as np
 from PIL import Image

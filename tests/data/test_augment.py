@@ -1,16 +1,8 @@
 import numpy as np
-import pytest
-from tiny_celebamask import write_tiny_root
 
 from faceparsing.classes import CLASS_IDS, FLIP_PERMUTATION
 from faceparsing.data import augment
 from faceparsing.images import warp_affine
-
-
-@pytest.fixture
-def tiny_root(tmp_path):
-    """Six images: ids 0-3 train, 4 val, 5 test."""
-    return write_tiny_root(tmp_path)
 
 
 def test_flip_swaps_left_right_but_not_lips():

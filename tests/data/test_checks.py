@@ -1,13 +1,4 @@
-import pytest
-from tiny_celebamask import write_tiny_root
-
 from faceparsing.data import layout, release
-
-
-@pytest.fixture
-def tiny_root(tmp_path):
-    """Six images: ids 0-3 train, 4 val, 5 test."""
-    return write_tiny_root(tmp_path)
 
 
 def test_check_reports_layout_problems(tmp_path):

@@ -8,12 +8,6 @@ from faceparsing.data import class_weights, layout, release
 from faceparsing.data.dataset import CelebAMaskHQ
 
 
-@pytest.fixture
-def tiny_root(tmp_path):
-    """Six images: ids 0-3 train, 4 val, 5 test."""
-    return write_tiny_root(tmp_path)
-
-
 @pytest.mark.parametrize("target", ["integer", "onehot"])
 def test_batches_shapes_ranges_and_last_partial_batch(tiny_root, target):
     dataset = CelebAMaskHQ(tiny_root, "train", batch_size=3, image_size=33, target=target)

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from faceparsing.data import loader, packing
 from faceparsing.data.dataset import CelebAMaskHQ
@@ -72,7 +71,7 @@ def test_large_arrays_come_back_through_shared_memory_and_leave_nothing_behind()
 
 
 @pytest.mark.slow
-def test_workers_of_a_keras_script_start_without_keras_tensorflow_or_jax(tmp_path):
+def test_workers_of_a_keras_script_start_without_keras_tensorflow_or_jax(repo, tmp_path):
     # A script importing Keras at the top, as train.py does: its workers must not run it.
     script = tmp_path / "parent.py"
     script.write_text(
@@ -83,7 +82,7 @@ def test_workers_of_a_keras_script_start_without_keras_tensorflow_or_jax(tmp_pat
         f"        print(pool.result(pool.submit({HEAVY!r})))\n"
     )
     result = subprocess.run(
-        [sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, str(script)], cwd=repo, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -170,9 +170,7 @@ def test_evaluate_scores_a_pack_against_the_release_labels(release, pack_root, t
 
 
 @pytest.mark.slow
-def test_train_runs_on_a_pack_with_worker_processes(pack_root, tmp_path, capsys):
-    from conftest import tiny_train_args
-
+def test_train_runs_on_a_pack_with_worker_processes(pack_root, tiny_train_args, tmp_path, capsys):
     import train
 
     run_dir = tmp_path / "run"

@@ -2,20 +2,14 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_celebamask import box, save_mask, write_sample, write_tiny_root
+from tiny_celebamask import box, save_mask, write_sample
 
 from faceparsing import errors
 from faceparsing.classes import CLASS_IDS, PART_NAMES
-from faceparsing.data import release
+from faceparsing.data import layout, release
 from faceparsing.images import resize_nearest
 
 SIZE = release.MASK_SIZE
-
-
-@pytest.fixture
-def tiny_root(tmp_path):
-    """Six images: ids 0-3 train, 4 val, 5 test."""
-    return write_tiny_root(tmp_path)
 
 
 def test_merge_follows_official_order_not_alphabetical(tmp_path):
@@ -81,6 +75,18 @@ def test_misspelt_mask_folder_is_named(tmp_path):
     (tmp_path / release.MISSPELT_MASK_DIR / "0").mkdir(parents=True)
     with pytest.raises(errors.DatasetError, match="CelebAMaskHQ-mask-anno.*rename"):
         release.merge_masks(tmp_path, 0)
+
+
+def test_a_decompression_bomb_is_a_dataset_error_naming_the_file(tiny_root, monkeypatch):
+    # Pillow refuses files over twice MAX_IMAGE_PIXELS: at a 1 Mpx limit, 1500x1500 is a bomb.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024 * 1024)
+    image_id = layout.split_ids(tiny_root, "train")[0]
+    path = release.image_path(tiny_root, image_id)
+    Image.new("RGB", (1500, 1500)).save(path, quality=50)
+    with pytest.raises(errors.DatasetError, match=f"{image_id}.jpg"):
+        layout.open_layout(tiny_root).load_image(image_id, 32)
+    problems = layout.open_layout(tiny_root).problems([image_id], full=True)
+    assert any(str(path) in problem for problem in problems)
 
 
 def test_wrong_mask_size_and_corrupt_mask_name_the_file(tmp_path):

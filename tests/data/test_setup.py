@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from faceparsing import config as config_module
 from faceparsing.data import packed, setup
@@ -13,9 +12,9 @@ from faceparsing.data.dataset import CelebAMaskHQ
 from faceparsing.errors import ConfigError
 
 
-def test_demo_recipe_writes_nothing_into_a_lapa_folder(lapa_root):
+def test_demo_recipe_writes_nothing_into_a_lapa_folder(repo, lapa_root):
     before = sorted(path.relative_to(lapa_root) for path in lapa_root.rglob("*"))
-    config = config_module.resolve(REPO / "configs" / "demo.yaml", [f"--data_root={lapa_root}"])
+    config = config_module.resolve(repo / "configs" / "demo.yaml", [f"--data_root={lapa_root}"])
     assert config.demo_images == 1000
     setup.ensure_dataset(config)  # before issue 23: 1,000 synthetic faces written here
     assert sorted(path.relative_to(lapa_root) for path in lapa_root.rglob("*")) == before

@@ -123,27 +123,15 @@ if __name__ == "__main__":
 """
 
 
-def test_worker_processes_do_not_run_the_parents_script_again(tmp_path):
+def test_worker_processes_do_not_run_the_parents_script_again(repo, tmp_path):
     import os
     import subprocess
     import sys
 
-    from conftest import REPO
-
     script, imports = tmp_path / "script.py", tmp_path / "imports.txt"
     script.write_text(COUNTING_SCRIPT)
-    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    environment = {**os.environ, "PYTHONPATH": str(repo)}
     subprocess.run([sys.executable, str(script), str(tmp_path / "data"), str(imports)],
                    check=True, env=environment, timeout=120)  # fmt: skip
     assert imports.read_text().split() == ["__main__"]  # not "__mp_main__" in each worker
     assert len(layout.split_ids(tmp_path / "data", "all")) == 4
-
-
-def test_faces_are_drawn_at_the_release_mask_size():
-    from faceparsing import drawing
-
-    image, masks, label = drawing.draw_sample(0, seed=0)
-    assert drawing.SIZE == release.MASK_SIZE
-    assert (
-        image.shape == (release.MASK_SIZE, release.MASK_SIZE, 3) and label.shape == image.shape[:2]
-    )

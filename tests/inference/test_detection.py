@@ -4,7 +4,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from faceparsing.inference import alignment, detection
 
@@ -74,14 +73,14 @@ def test_missing_package_names_the_pip_command(monkeypatch):
         detection.MTCNNDetector()
 
 
-def test_jax_backend_is_refused_in_one_line():
+def test_jax_backend_is_refused_in_one_line(repo):
     code = (
         "from faceparsing.inference.detection import MTCNNDetector\n"
         "try:\n    MTCNNDetector()\nexcept ValueError as error:\n    print(error)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=REPO,
+        cwd=repo,
         capture_output=True,
         text=True,
         timeout=300,

@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import onnxruntime
 import pytest
-from conftest import REPO
 from PIL import Image
 
 from faceparsing.checkpoints import load_checkpoint
@@ -134,18 +133,18 @@ def test_inference_twin_has_stock_dilation_and_the_same_logits(keras_model):
     )
 
 
-def readme_onnx_example():
+def readme_onnx_example(repo):
     """The onnxruntime example of docs/deployment.md: its first Python block."""
-    page = (REPO / "docs" / "deployment.md").read_text()
+    page = (repo / "docs" / "deployment.md").read_text()
     return re.search(r"```python\n(.*?)```", page, re.DOTALL).group(1)
 
 
-def test_readme_example_parses_a_photo(keras_model, onnx_file, tmp_path, monkeypatch):
+def test_readme_example_parses_a_photo(repo, keras_model, onnx_file, tmp_path, monkeypatch):
     shutil.copy(onnx_file, tmp_path / "model.onnx")
     photo = Image.fromarray(random_images(45, 70, 3, seed=7).astype("uint8"))
     photo.save(tmp_path / "face.jpg")
     monkeypatch.chdir(tmp_path)
-    exec(compile(readme_onnx_example(), "docs/deployment.md", "exec"), {})
+    exec(compile(readme_onnx_example(repo), "docs/deployment.md", "exec"), {})
 
     labels = np.asarray(Image.open(tmp_path / "face_labels.png"))
     assert labels.shape == (45, 70) and labels.max() < NUM_CLASSES

@@ -1,6 +1,6 @@
 import numpy as np
 
-from faceparsing.classes import PALETTE
+from faceparsing.classes import CELEBAMASK_HQ, LAPA, PALETTE
 from faceparsing.inference import overlay
 
 
@@ -31,14 +31,18 @@ def test_faces_panel_is_photo_labels_overlay_and_legend():
     assert tuple(panel[5, 100 + 20]) == (255, 255, 255)  # the box on the overlay tile
 
 
-def test_the_pillow_floor_has_the_sized_default_font():
+def test_legend_uses_the_class_set_colours():
+    label = np.full((8, 8), 10, np.uint8)  # LaPa's hair; CelebAMask-HQ's id 10 is the mouth
+    swatch = overlay.legend([label], 100, LAPA)[10, 10]
+    assert tuple(swatch) == tuple(LAPA.palette[10]) != tuple(CELEBAMASK_HQ.palette[10])
+
+
+def test_the_pillow_floor_has_the_sized_default_font(repo):
     # overlay.py calls ImageFont.load_default(size=...), added in Pillow 10.1.
     import re
 
-    from conftest import REPO
-
-    pyproject = (REPO / "pyproject.toml").read_text()
+    pyproject = (repo / "pyproject.toml").read_text()
     floor = re.search(r'"pillow>=([0-9.]+)', pyproject).group(1)
     assert tuple(int(part) for part in floor.split(".")) >= (10, 1)
-    source = (REPO / "faceparsing" / "inference" / "overlay.py").read_text()
+    source = (repo / "faceparsing" / "inference" / "overlay.py").read_text()
     assert "load_default(size=" in source

@@ -22,14 +22,12 @@ def test_model_report():
     assert report["gmacs"] == pytest.approx(report["multiply_adds"] / 1e9)
 
 
-def test_fast_recipe_costs_less_than_bisenet():
+def test_fast_recipe_costs_less_than_bisenet(repo):
     """configs/celebamask_hq_fast.yaml stays under BiSeNet-R18's 13.4 GMACs at 512."""
-    from conftest import REPO
-
     from faceparsing.config import TrainConfig, apply_overrides, load_yaml
     from faceparsing.training.trainer import build_model
 
-    path = REPO / "configs" / "celebamask_hq_fast.yaml"
+    path = repo / "configs" / "celebamask_hq_fast.yaml"
     config = apply_overrides(TrainConfig(), load_yaml(path), str(path))
     config = apply_overrides(config, {"weights": "none"}, "test")
     report = cost.model_report(build_model(config), image_size=config.image_size)

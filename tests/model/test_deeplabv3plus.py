@@ -70,14 +70,18 @@ def test_graph_traced_for_any_size_gives_the_same_logits(fast_atrous):
         np.testing.assert_allclose(graph(images), model(images), rtol=1e-5, atol=1e-5)
 
 
-def test_mixed_precision_gives_float32_logits():
-    keras.mixed_precision.set_global_policy("mixed_float16")
+@pytest.mark.parametrize(
+    ("policy", "compute_dtype"), [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")]
+)
+def test_mixed_precision_gives_float32_logits(policy, compute_dtype):
+    keras.mixed_precision.set_global_policy(policy)
     try:
         model = tiny_model()
         logits = model(random_images(1, 40, 56, 3))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert model.get_layer("logits").compute_dtype == "float16"
+    assert model.compute_dtype == compute_dtype  # the policy took effect
+    assert model.get_layer("logits").compute_dtype == compute_dtype
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
 
 

@@ -4,15 +4,12 @@ import json
 
 import keras
 import numpy as np
-from conftest import REPO
 from tiny_deeplab import random_images, tiny_model
 
 from faceparsing.checkpoints import load_checkpoint
 from faceparsing.model.deeplabv3plus import DeepLabV3Plus
 from faceparsing.model.head import DeepLabV3PlusDecoder, SpatialPyramidPooling
 from faceparsing.training.trainer import initialise_from
-
-FIXTURES = REPO / "tests" / "fixtures"
 
 
 def test_aspp_and_decoder_are_layers_of_their_own_in_another_model(tmp_path):
@@ -45,10 +42,10 @@ def test_a_model_with_the_head_layers_round_trips_through_keras(tmp_path):
     np.testing.assert_allclose(loaded.predict_on_batch(images), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_a_checkpoint_saved_before_the_head_layers_predicts_as_it_did():
-    source = load_checkpoint(FIXTURES / "main_7a2b71b_19class.keras")  # a flat head
+def test_a_checkpoint_saved_before_the_head_layers_predicts_as_it_did(fixtures_dir):
+    source = load_checkpoint(fixtures_dir / "main_7a2b71b_19class.keras")  # a flat head
     assert source.head == "flat"
-    expected = json.loads((FIXTURES / "main_7a2b71b_19class.expected.json").read_text())
+    expected = json.loads((fixtures_dir / "main_7a2b71b_19class.expected.json").read_text())
     images = (np.arange(2 * 32 * 40 * 3).reshape(2, 32, 40, 3) % 256).astype("float32")
     logits = np.asarray(source.predict_on_batch(images))
     np.testing.assert_allclose(logits[0, 0, 0], expected["logits_at_0_0"], rtol=1e-4, atol=1e-4)

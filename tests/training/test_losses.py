@@ -118,3 +118,45 @@ def test_lovasz_matches_one_minus_iou_for_a_hard_binary_prediction():
     jaccard_loss_class_0 = 1 - 6 / 8
     jaccard_loss_class_1 = 1 - 8 / 10
     assert value == pytest.approx((jaccard_loss_class_0 + jaccard_loss_class_1) / 2, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice_ce"])
+@pytest.mark.parametrize("scheme", ["median_frequency", "per_image"])
+def test_class_weighted_losses_stay_finite_when_classes_are_absent(name, scheme):
+    from faceparsing.data import class_weights
+
+    labels = np.zeros((2, 8, 8), np.int32)
+    labels[0, :2, :2] = 1  # classes 2..18 absent from the batch; image 1 is background only
+    if scheme == "per_image":
+        weights = class_weights.per_image_pixel_weights(labels)
+    else:
+        counts = np.zeros(19)
+        counts[:3] = (1000, 10, 1)  # most classes never seen in training either
+        weights = class_weights.pixel_weights(
+            labels, class_weights.class_weights_from_counts(counts, scheme)
+        )
+    logits = np.random.default_rng(0).normal(scale=30, size=(2, 8, 8, 19)).astype("float32")
+    value = float(losses.build_loss(name)(labels, logits, sample_weight=weights))
+    assert np.isfinite(value) and value > 0
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_bfloat16_step_gives_a_finite_float32_loss(mixed_bfloat16):
+    from faceparsing.model import deeplabv3plus
+
+    model = deeplabv3plus.DeepLabV3Plus(backbone="mobilenetv2", weights=None, alpha=0.35,
+                                        aspp_filters=8, decoder_filters=8)  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=losses.build_loss("focal"), run_eagerly=True
+    )
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 19, size=(2, 32, 32)).astype("int32")
+    history = model.fit(images, labels, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -13,7 +13,6 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, tiny_train_args
 
 import train
 from faceparsing import config as config_lib
@@ -58,7 +57,9 @@ def test_bad_launcher_variables_are_named(changes, message):
 
 
 @pytest.mark.skipif(keras.backend.backend() == "jax", reason="checks the refusal on TensorFlow")
-def test_multi_host_needs_jax_and_says_so_in_one_line(demo_root, tmp_path, monkeypatch, capsys):
+def test_multi_host_needs_jax_and_says_so_in_one_line(
+    demo_root, tiny_train_args, tmp_path, monkeypatch, capsys
+):
     for key, value in JOB.items():
         monkeypatch.setenv(key, value)
     arguments = tiny_train_args(demo_root, tmp_path / "run", "--distribute=data_parallel")
@@ -118,23 +119,24 @@ def _free_port():
         return probe.getsockname()[1]
 
 
-def _start(arguments, log, job=None):
+def _start(repo, arguments, log, job=None):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KERAS_DISTRIBUTION")}
     environment.update(KERAS_BACKEND="jax", **(job or {}))
     with open(log, "w") as output:
         return subprocess.Popen(
-            [sys.executable, "-c", SMALL_NET, *map(str, arguments)], cwd=REPO, env=environment,
+            [sys.executable, "-c", SMALL_NET, *map(str, arguments)], cwd=repo, env=environment,
             stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
 
-def _start_job(arguments, log_dir, tag):
+def _start_job(repo, arguments, log_dir, tag):
     job = {
         "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"localhost:{_free_port()}",
         "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
     }
     return [
-        _start(arguments, log_dir / f"{tag}_{p}.log", {**job, "KERAS_DISTRIBUTION_PROCESS_ID": str(p)})
+        _start(repo, arguments, log_dir / f"{tag}_{p}.log",
+               {**job, "KERAS_DISTRIBUTION_PROCESS_ID": str(p)})
         for p in (0, 1)
     ]  # fmt: skip
 
@@ -149,11 +151,13 @@ def _rows(run_dir):
 
 
 @pytest.fixture(scope="module")
-def two_process_run(demo_root, tmp_path_factory):
+def two_process_run(repo, demo_root, tiny_train_args, tmp_path_factory):
     """One epoch by two processes, and by one process with the same global batch (run at once)."""
     folder = tmp_path_factory.mktemp("multihost")
-    job = _start_job(tiny_train_args(demo_root, folder / "job", *RECIPE), folder, "job")
-    single = _start(tiny_train_args(demo_root, folder / "single", *RECIPE), folder / "single.log")
+    job = _start_job(repo, tiny_train_args(demo_root, folder / "job", *RECIPE), folder, "job")
+    single = _start(
+        repo, tiny_train_args(demo_root, folder / "single", *RECIPE), folder / "single.log"
+    )
     statuses = _finish([*job, single])
     logs = {path.stem: path.read_text() for path in folder.glob("*.log")}
     return folder, statuses, logs
@@ -191,21 +195,21 @@ def _wait_for(log, text, process, timeout=180):
 
 @pytest.mark.slow
 def test_a_killed_process_stops_the_job_and_a_rerun_of_both_resumes(
-    two_process_run, demo_root, tmp_path
+    two_process_run, repo, demo_root, tiny_train_args, tmp_path
 ):
     folder, statuses, _ = two_process_run
     assert statuses[:2] == [0, 0]
     run_dir = tmp_path / "job"
     shutil.copytree(folder / "job", run_dir)  # a moved run folder resumes
     arguments = tiny_train_args(demo_root, run_dir, *RECIPE, "--epochs=4")
-    first, second = _start_job(arguments, tmp_path, "killed")
+    first, second = _start_job(repo, arguments, tmp_path, "killed")
     _wait_for(tmp_path / "killed_0.log", "Resuming", first)
     second.send_signal(signal.SIGKILL)
     assert first.wait(timeout=60) != 0  # its next collective fails: it stops, not hangs
     survivor = (tmp_path / "killed_0.log").read_text()
     assert "\nerror: " in survivor and "rerun the same command on every host" in survivor
 
-    rerun = _start_job(arguments, tmp_path, "rerun")
+    rerun = _start_job(repo, arguments, tmp_path, "rerun")
     assert _finish(rerun) == [0, 0], [(tmp_path / f"rerun_{p}.log").read_text() for p in (0, 1)]
     for process in (0, 1):
         assert "Resuming" in (tmp_path / f"rerun_{process}.log").read_text()

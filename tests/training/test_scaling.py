@@ -20,7 +20,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, tiny_train_args
 
 from faceparsing import config as config_lib
 from faceparsing.data.dataset import CelebAMaskHQ, FollowEpochs
@@ -68,27 +67,33 @@ for arguments in [*groups, current]:
 """
 
 
-def _job(runs, env=None, timeout=600):
+def _job(repo, runs, env=None, timeout=600):
     """Run the argument lists `runs` one after the other in a fresh process."""
     arguments = [str(argument) for run in runs for argument in [*run, ";;"]][:-1]
     environment = {key: value for key, value in os.environ.items() if not key.startswith("KERAS_")}
     environment.update(env or {})
     return subprocess.run(
-        [sys.executable, "-c", JOB, *arguments], cwd=REPO, env=environment,
+        [sys.executable, "-c", JOB, *arguments], cwd=repo, env=environment,
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
-def _recipe(demo_root, run_dir, *extra):
-    """Two 5-step epochs at batch 4 over an 8-image split (the stream wraps passes), with
+@pytest.fixture
+def recipe(demo_root, tiny_train_args):
+    """train.py's arguments, as a function of the run folder and extra options, for two
+    5-step epochs at batch 4 over an 8-image split (the stream wraps passes), with
     augmentation, dropout and two worker threads: every source of order and randomness a
     resume must reproduce. SGD: Adam's normalised steps blow rounding noise up to the
     learning rate, which would hide real differences between runs."""
-    return tiny_train_args(
-        demo_root, run_dir, "--epochs=2", "--steps_per_epoch=5", "--max_train_images=8",
-        "--val_split=train", "--max_val_images=9", "--augment=true", "--dropout=0.3",
-        "--workers=2", "--optimizer=sgd", "--learning_rate=0.05", *extra,
-    )  # fmt: skip
+
+    def arguments(run_dir, *extra):
+        return tiny_train_args(
+            demo_root, run_dir, "--epochs=2", "--steps_per_epoch=5", "--max_train_images=8",
+            "--val_split=train", "--max_val_images=9", "--augment=true", "--dropout=0.3",
+            "--workers=2", "--optimizer=sgd", "--learning_rate=0.05", *extra,
+        )  # fmt: skip
+
+    return arguments
 
 
 def _trained(run_dir):
@@ -122,22 +127,22 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_tensorflow_resume_is_exact_with_partial_executions(demo_root, tmp_path, monkeypatch):
+def test_tensorflow_resume_is_exact_with_partial_executions(recipe, tmp_path, monkeypatch):
     """steps_per_execution 4 over 5-step epochs: executions of 4 and 1 steps. The rerun
     changes it to 1 and still ends on the straight run's weights after exactly 2 x 5 steps."""
-    recipe = ["--steps_per_execution=4", "--class_weights=median_frequency", "--run_eagerly=true"]
-    trainer.train(config_lib.resolve(None, _recipe(demo_root, tmp_path / "straight", *recipe)))
+    options = ["--steps_per_execution=4", "--class_weights=median_frequency", "--run_eagerly=true"]
+    trainer.train(config_lib.resolve(None, recipe(tmp_path / "straight", *options)))
 
     build_callbacks = trainer.build_callbacks
     monkeypatch.setattr(
         trainer, "build_callbacks", lambda *a, **k: [*build_callbacks(*a, **k), _Interrupt(1)]
     )
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(config_lib.resolve(None, _recipe(demo_root, tmp_path / "resumed", *recipe)))
+        trainer.train(config_lib.resolve(None, recipe(tmp_path / "resumed", *options)))
     assert run_folder.ResumeState(tmp_path / "resumed").epoch == 1
     monkeypatch.setattr(trainer, "build_callbacks", build_callbacks)
-    rerun = [*recipe[1:], "--steps_per_execution=1"]
-    trainer.train(config_lib.resolve(None, _recipe(demo_root, tmp_path / "resumed", *rerun)))
+    rerun = [*options[1:], "--steps_per_execution=1"]
+    trainer.train(config_lib.resolve(None, recipe(tmp_path / "resumed", *rerun)))
 
     steps_a, straight, row_a = _trained(tmp_path / "straight")
     steps_b, resumed, row_b = _trained(tmp_path / "resumed")
@@ -147,19 +152,19 @@ def test_tensorflow_resume_is_exact_with_partial_executions(demo_root, tmp_path,
 
 
 @pytest.mark.slow
-def test_jax_data_parallel_killed_and_rerun_equals_one_device(demo_root, tmp_path):
+def test_jax_data_parallel_killed_and_rerun_equals_one_device(repo, recipe, tmp_path):
     """Held-out check (a) and (b) at once, on 2 forced host devices. Batch norm is frozen:
     trainable, it normalises 2x2 feature maps of 4 images at 32 px, which turns float
     rounding (another summation order on 2 devices) into visibly different weights."""
     env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    recipe = ["--steps_per_execution=4", "--target=onehot", "--freeze_batchnorm=true"]
-    parallel = _recipe(demo_root, tmp_path / "parallel", *recipe, "--distribute=data_parallel")
-    killed = _job([parallel], {**env, "RECIPE_KILL_EPOCH": "1"})
+    options = ["--steps_per_execution=4", "--target=onehot", "--freeze_batchnorm=true"]
+    parallel = recipe(tmp_path / "parallel", *options, "--distribute=data_parallel")
+    killed = _job(repo, [parallel], {**env, "RECIPE_KILL_EPOCH": "1"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert run_folder.ResumeState(tmp_path / "parallel").epoch == 1
 
-    single = _recipe(demo_root, tmp_path / "single", *recipe)
-    rerun = _job([parallel, single], env)
+    single = recipe(tmp_path / "single", *options)
+    rerun = _job(repo, [parallel, single], env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resuming" in rerun.stdout
     assert "Distributing each batch of 4 over 2 devices." in rerun.stdout
@@ -174,13 +179,13 @@ def test_jax_data_parallel_killed_and_rerun_equals_one_device(demo_root, tmp_pat
 
 
 @pytest.mark.slow
-def test_tensorflow_mirrored_on_two_logical_cpus_trains_and_validates(demo_root, tmp_path):
+def test_tensorflow_mirrored_on_two_logical_cpus_trains_and_validates(repo, recipe, tmp_path):
     """9 validation images at batch 4 (padded) over 2 replicas, 5 steps an epoch. The weights
     are not the one-device run's, even with frozen batch norm (measured: 8.5e-2 apart,
     relative), most likely because each replica draws its own dropout mask (not isolated)."""
-    recipe = ["--epochs=1", "--run_eagerly=true"]
-    mirrored = _recipe(demo_root, tmp_path / "mirrored", *recipe, "--distribute=mirrored")
-    result = _job([mirrored], {"RECIPE_LOGICAL_CPUS": "2"})
+    mirrored = recipe(tmp_path / "mirrored", "--epochs=1", "--run_eagerly=true",
+                      "--distribute=mirrored")  # fmt: skip
+    result = _job(repo, [mirrored], {"RECIPE_LOGICAL_CPUS": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Distributing each batch of 4 over 2 devices." in result.stdout
     steps, _, row = _trained(tmp_path / "mirrored")
@@ -203,7 +208,9 @@ def test_batch_size_must_split_over_the_devices(processes, message):
         trainer.check_batch_splits(config, multihost.Cluster(processes, 0), devices=4)
 
 
-def test_multiworker_is_refused_with_the_upstream_reason(demo_root, tmp_path, capsys):
+def test_multiworker_is_refused_with_the_upstream_reason(
+    demo_root, tiny_train_args, tmp_path, capsys
+):
     import train
 
     assert train.main(tiny_train_args(demo_root, tmp_path / "mw", "--distribute=multiworker")) == 2
