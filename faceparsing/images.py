@@ -12,7 +12,6 @@ threads decode in parallel.
 import contextlib
 import glob
 import io
-import struct
 from pathlib import Path
 
 import cv2
@@ -37,7 +36,6 @@ _REDUCED_JPEG_FLAGS = {
     1: cv2.IMREAD_COLOR,
 }
 _JPEG_END = b"\xff\xd9"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def pixel_limit():
@@ -182,32 +180,6 @@ def warp_affine(array, matrix, size, nearest=False):
         flags=interpolation | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )  # fmt: skip
-
-
-def png_header(data):
-    """(width, height, bit depth, colour type, text chunks) of PNG content `data`.
-
-    Reads the chunks before the image data, with no decoding; text chunks are
-    a {key: value} dict of the `tEXt` ones. Returns None if `data` is not a
-    well-formed PNG start.
-    """
-    if not data.startswith(_PNG_SIGNATURE):
-        return None
-    position, header, texts = len(_PNG_SIGNATURE), None, {}
-    while position + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        if kind == b"IDAT":
-            break
-        body = data[position + 8 : position + 8 + length]
-        if len(body) < length:
-            return None
-        if kind == b"IHDR" and length >= 10:
-            header = struct.unpack_from(">IIBB", body)
-        elif kind == b"tEXt" and b"\0" in body:
-            key, value = body.split(b"\0", 1)
-            texts[key.decode("latin-1")] = value.decode("latin-1")
-        position += 12 + length  # length, type, body, CRC
-    return None if header is None else (*header, texts)
 
 
 def _to_rgb(image):

@@ -185,16 +185,3 @@ def test_warp_affine_samples_where_the_matrix_points():
     )
     picked = images.warp_affine(label, half, (6, 8), nearest=True)[:, :7]
     assert ((picked == label[:, :7]) | (picked == label[:, 1:])).all()
-
-
-def test_png_header_reads_size_and_text_without_decoding(tmp_path):
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text("fingerprint", "abc123")
-    path = tmp_path / "label.png"
-    Image.new("L", (31, 17)).save(path, pnginfo=info)
-    data = path.read_bytes()
-    assert images.png_header(data) == (31, 17, 8, 0, {"fingerprint": "abc123"})
-    assert images.png_header(data[:20]) is None  # cut inside the header chunk
-    assert images.png_header(b"GIF89a" + data[6:]) is None

@@ -240,3 +240,11 @@ def test_a_closed_dataset_refuses_instead_of_starting_new_workers(six, workers):
 def test_use_multiprocessing_is_refused_in_one_line(six):
     with pytest.raises(errors.ConfigError, match="worker_type='processes'"):
         CelebAMaskHQ(**six, use_multiprocessing=True)
+
+
+def test_a_dataset_closed_before_any_read_refuses_too(six):
+    dataset = CelebAMaskHQ(**six, workers=2)
+    dataset.close()
+    with pytest.raises(RuntimeError, match="asked after the dataset was closed"):
+        dataset[0]
+    assert dataset._prefetcher is None  # no pool of workers was started

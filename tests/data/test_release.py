@@ -6,7 +6,7 @@ from tiny_celebamask import box, save_mask, write_sample
 
 from faceparsing import errors
 from faceparsing.classes import CLASS_IDS, PART_NAMES
-from faceparsing.data import layout, release
+from faceparsing.data import layout, packed, release
 from faceparsing.images import resize_nearest
 
 SIZE = release.MASK_SIZE
@@ -125,10 +125,11 @@ def test_cache_round_trip_and_invalidation(tiny_root, tmp_path):
 def test_corrupt_cache_entry_is_not_served(tiny_root, tmp_path):
     cache = release.LabelCache(tiny_root, tmp_path / "cache")
     expected = cache.load(2)
-    cache.entry_path(2).write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    cache.entry_path(2).write_bytes(b"not an entry")
     np.testing.assert_array_equal(cache.load(2), expected)
-    # A readable file with a wrong label but a stale fingerprint is not served either.
-    Image.fromarray(np.full((SIZE, SIZE), 7, np.uint8)).save(cache.entry_path(2))
+    # A readable entry of a wrong label under a stale fingerprint is not served either.
+    stale = b"0" * 40 + packed.encode_label(np.full((SIZE, SIZE), 7, np.uint8))
+    cache.entry_path(2).write_bytes(stale)
     np.testing.assert_array_equal(cache.load(2), expected)
 
 
@@ -160,8 +161,8 @@ def test_cached_label_is_served_without_merging(tiny_root, tmp_path, monkeypatch
 
 def _entry_with_fingerprint(cache, image_id, array):
     """Overwrite an entry with `array`, keeping the fingerprint the entry had."""
-    fingerprint = Image.open(cache.entry_path(image_id)).text["fingerprint"]
-    cache._write_entry(image_id, array, fingerprint)
+    fingerprint = cache.entry_path(image_id).read_bytes()[:40]
+    cache.entry_path(image_id).write_bytes(fingerprint + packed.encode_label(array))
 
 
 @pytest.mark.parametrize(
@@ -177,13 +178,14 @@ def test_wrong_cache_entry_is_merged_again(tiny_root, tmp_path, bad_entry):
     _entry_with_fingerprint(cache, 1, bad_entry)
     np.testing.assert_array_equal(cache.load(1), expected)
     np.testing.assert_array_equal(cache.load(1), expected)  # and the entry was rewritten
-    assert Image.open(cache.entry_path(1)).size == (SIZE, SIZE)
+    data = cache.entry_path(1).read_bytes()
+    np.testing.assert_array_equal(packed.decode_label(data[40:], SIZE), expected)
 
 
 def test_truncated_cache_entry_is_merged_again(tiny_root, tmp_path, caplog):
     cache = release.LabelCache(tiny_root, tmp_path / "cache")
     expected = cache.load(0)
     path = cache.entry_path(0)
-    path.write_bytes(path.read_bytes()[:-40])  # fingerprint intact, image data cut
+    path.write_bytes(path.read_bytes()[:-40])  # fingerprint intact, label data cut
     np.testing.assert_array_equal(cache.load(0), expected)
     assert "corrupt label cache entry" in caplog.text
