@@ -8,6 +8,7 @@ import pytest
 SMOKE_RUNS = {
     "bench_data.py": "| fit: pack, worker threads | 2 |",
     "bench_demo.py": "pipeline / in memory = ",
+    "bench_loaders.py": "| ours, processes |",
     "bench_model.py": "| ours (fast_atrous=True) |",
     "gpu_check.py": "| train.py pipeline, packed,",
 }
