@@ -11,6 +11,7 @@ that traces the step. The ratio pipeline / in memory is the input path's cost to
 
 Usage:
     python benchmarks/bench_demo.py [--config configs/demo.yaml] [--steps 60] [--repeats 2]
+        [--key=value ...]   # config overrides, as train.py takes them (e.g. --data_root=DIR)
     python benchmarks/bench_demo.py --smoke   # tiny, a few seconds (used by the tests)
 """
 
@@ -32,7 +33,9 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=60, help="training steps a row")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny run for the tests")
-    return parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)
+    args.overrides = overrides
+    return args
 
 
 def smoke_overrides(folder):
@@ -49,7 +52,7 @@ def main(argv=None):
     from faceparsing.training import trainer
 
     with tempfile.TemporaryDirectory() as temp:
-        overrides = smoke_overrides(temp) if args.smoke else []
+        overrides = [*(smoke_overrides(temp) if args.smoke else []), *args.overrides]
         steps, repeats = (3, 1) if args.smoke else (args.steps, args.repeats)
         config = config_module.resolve(args.config, [*overrides, f"--steps_per_epoch={steps}"])
         ensure_dataset(config)
