@@ -115,7 +115,8 @@ class InMemory:
     def __new__(cls, dataset):
         import keras
 
-        batches = [dataset.batch(index, 0) for index in range(len(dataset))]
+        per_pass = len(dataset.maker)  # steps_per_epoch may run over several passes
+        batches = [dataset.batch(*reversed(divmod(i, per_pass))) for i in range(len(dataset))]
 
         class Batches(keras.utils.PyDataset):
             batch_size = dataset.batch_size
@@ -250,7 +251,7 @@ def parse_args(argv):
     parser.add_argument("--smoke", action="store_true", help="tiny run for the tests")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.num_images, args.sizes, args.batch_size, args.repeats, args.passes = 8, [64], 2, 1, 1
+        args.num_images, args.sizes, args.batch_size, args.repeats, args.passes = 8, [64], 2, 1, 2
         args.workers, args.worker_types = args.workers or [2], ["threads"]
     args.workers = args.workers or sorted({1, 2, usable_cpus()})
     return args
