@@ -67,7 +67,7 @@ class TrainConfig:
     cache_dir: str = setting("", "host")  # merged labels: "" = <data_root>/.label_cache, none = off
     pack_cache: str = ""  # decode once at image_size: "" = off, auto = <data_root>/.pack_<image_size>, or a folder
     workers: str = setting("auto", "host")  # batch-building workers: auto = usable CPUs, or N
-    worker_type: str = setting("auto", "host")  # threads|processes|auto: processes for packs, 4+
+    worker_type: str = setting("auto", "host")  # threads|processes|auto: processes from 2 workers
     skip_bad_samples: bool = False  # skip (and report) unreadable samples instead of stopping
     # --- model ---
     backbone: str = "resnet50"  # BACKBONES in model/backbones.py: resnet, mobilenet, xception

@@ -25,10 +25,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 WORKER_TYPES = ("auto", "threads", "processes")
-# "auto" uses processes for packed data from this many workers: on 2 idle cores threads
-# were as fast and cost less CPU a sample (docs/performance.md); on more cores the part
-# of a sample that holds the GIL stops threads from scaling.
-PROCESS_MIN_WORKERS = 4
+# "auto" uses processes from this many workers: through `fit` on 2 idle cores, 2 worker
+# processes fed 1.13-1.26x what 2 threads did (the part of a sample that holds the GIL,
+# and the consumer's own Python, keep threads apart; docs/performance.md).
+PROCESS_MIN_WORKERS = 2
 # Host memory that batches built ahead may hold (many cores and large batches).
 PREFETCH_BYTES = 1 << 30
 
@@ -67,13 +67,13 @@ def cgroup_cpu_quota(root):
     return None
 
 
-def choose_worker_type(worker_type, workers, packed):
-    """ "threads" or "processes" for a config's `worker_type` ("auto": processes for a
-    `packed` layout from `PROCESS_MIN_WORKERS` workers on, threads otherwise)."""
+def choose_worker_type(worker_type, workers):
+    """ "threads" or "processes" for a config's `worker_type` ("auto": processes from
+    `PROCESS_MIN_WORKERS` workers on, a thread for one worker)."""
     if worker_type not in WORKER_TYPES:
         raise ValueError(f"worker_type must be one of {WORKER_TYPES}, got {worker_type!r}")
     if worker_type == "auto":
-        return "processes" if packed and workers >= PROCESS_MIN_WORKERS else "threads"
+        return "processes" if workers >= PROCESS_MIN_WORKERS else "threads"
     return worker_type
 
 

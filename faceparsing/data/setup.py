@@ -134,7 +134,7 @@ def build_datasets(config, num_processes=1, process_id=0):
         )
     layout = training_layout(config)
     workers = worker_count(config.workers)
-    worker_type = choose_worker_type(config.worker_type, workers, layout.kind == "packed")
+    worker_type = choose_worker_type(config.worker_type, workers)
     print(f"Building batches with {workers} {worker_type} (worker_type {config.worker_type}).")
     common = dict(
         batch_size=config.batch_size // num_processes, image_size=config.image_size,

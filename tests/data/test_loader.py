@@ -97,15 +97,15 @@ def test_threads_and_processes_share_one_interface():
         Pool(abs, 1, "fork")
 
 
-def test_auto_uses_processes_for_packed_data_from_four_workers():
-    assert choose_worker_type("auto", 4, packed=True) == "processes"
-    assert choose_worker_type("auto", 16, packed=True) == "processes"
-    # On 2 cores threads were faster (docs/performance.md).
-    assert choose_worker_type("auto", 2, packed=True) == "threads"
-    assert choose_worker_type("auto", 16, packed=False) == "threads"
-    assert choose_worker_type("processes", 2, packed=False) == "processes"
+def test_auto_uses_processes_from_two_workers():
+    # Through fit on 2 cores, processes fed more than threads (docs/performance.md).
+    assert choose_worker_type("auto", 2) == "processes"
+    assert choose_worker_type("auto", 16) == "processes"
+    assert choose_worker_type("auto", 1) == "threads"
+    assert choose_worker_type("threads", 2) == "threads"
+    assert choose_worker_type("processes", 1) == "processes"
     with pytest.raises(ValueError, match="worker_type"):
-        choose_worker_type("fork", 2, packed=False)
+        choose_worker_type("fork", 2)
 
 
 def test_prefetch_depth_stays_within_the_memory_budget():
