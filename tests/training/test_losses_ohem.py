@@ -40,3 +40,18 @@ def test_ohem_is_built_by_name_serialises_and_checks_its_fraction():
     assert type(clone) is type(loss) and clone.get_config() == loss.get_config()
     with pytest.raises(ValueError, match="keep_fraction"):
         losses.OhemCrossEntropyLoss(keep_fraction=0.0)
+
+
+def test_ohem_gradients_reach_only_the_kept_pixels_and_weights_apply():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 19, size=(1, 4, 4)).astype("int32")
+    logits = tf.Variable(rng.normal(scale=3, size=(1, 4, 4, 19)).astype("float32"))
+    loss = losses.OhemCrossEntropyLoss(keep_fraction=0.25)
+    with tf.GradientTape() as tape:
+        value = loss(labels, logits)
+    touched = np.abs(tape.gradient(value, logits).numpy()).sum(axis=-1) > 0
+    assert touched.sum() == 4
+    weights = np.zeros((1, 4, 4), "float32")
+    assert float(loss(labels, logits, sample_weight=weights)) == 0.0
