@@ -63,3 +63,22 @@ def test_a_few_steps_on_real_faces_train_and_score_on_val(tmp_path):
     assert set(result["per_class"]) == set(CLASS_NAMES)
     assert 0 < result["parameters"] <= 1_820_000 and result["train_seconds"] > 0
     assert not any(path.suffix == ".jpg" for path in tmp_path.rglob("*"))
+
+
+def _study_run(variant, seed, mean_f1):
+    per_class = {name: {"f1": mean_f1, "iou": mean_f1 / 2} for name in CLASS_NAMES}
+    return {"variant": variant, "seed": seed, "mean_f1": mean_f1, "mean_f1_19": mean_f1,
+            "miou": mean_f1 / 2, "small_f1": mean_f1, "train_seconds": 600.0,
+            "per_class": per_class}  # fmt: skip
+
+
+def test_the_study_section_compares_every_variant_with_cross_entropy():
+    results = [_study_run("ce_none", 0, 0.5), _study_run("dice_ce_none", 0, 0.6)]
+    results.append(_study_run("ce_median_frequency", 0, 0.4))
+    variants = ["ce_none", "dice_ce_none", "ce_median_frequency"]
+    trained = {"alpha": 0.75, "image_size": 128}
+    section = real_faces.study_section(results, variants, [0], "configs/x.yaml", trained)
+    assert "| dice_ce_none | 0.600 | +0.100 |" in section
+    assert "Highest mean F1 (18): `dice_ce_none` (+0.100" in section
+    assert "Below `ce_none`: `ce_median_frequency` (-0.100)" in section
+    assert "One seed" in section and "alpha 0.75" in section
