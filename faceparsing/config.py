@@ -23,7 +23,7 @@ from faceparsing.model.backbones import BACKBONES, OUTPUT_STRIDES
 
 # Values the training recipe defines; `training.losses` and `training.schedules` build
 # each of them (the data and model choices come from the modules that implement them).
-LOSSES = ("cross_entropy", "focal", "dice_ce", "lovasz")
+LOSSES = ("cross_entropy", "focal", "dice_ce", "lovasz", "ohem")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LR_SCHEDULES = ("poly", "cosine", "constant")
 MIXED_PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -86,7 +86,7 @@ class TrainConfig:
     # --- optimisation ---
     epochs: int = setting(30, "resume")  # enough for the real set at 512 with a pretrained backbone
     steps_per_epoch: int = 0  # 0 = one pass over the training split
-    loss: str = "cross_entropy"  # cross_entropy|focal|dice_ce|lovasz
+    loss: str = "cross_entropy"  # cross_entropy|focal|dice_ce|lovasz|ohem
     focal_gamma: float = 2.0  # Lin et al. 2017 default
     optimizer: str = "adamw"  # adamw|adam|sgd
     learning_rate: float = 1e-3  # peak learning rate

@@ -5,6 +5,8 @@ the generator's `sample_weight` (B, H, W) before reducing. Targets may be
 integer (B, H, W) or one-hot (B, H, W, C).
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -148,6 +150,51 @@ class LovaszSoftmaxLoss(keras.losses.Loss):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
+@keras.saving.register_keras_serializable(package="faceparsing")
+class OhemCrossEntropyLoss(keras.losses.Loss):
+    """Online hard example mining cross-entropy (Shrivastava et al., CVPR 2016), from logits.
+
+    Per image, only the `keep_fraction` of pixels with the largest cross-entropy
+    contribute; the others get zero loss. The kept pixels' losses are divided by
+    `keep_fraction`, so the image's mean stays the mean over the kept pixels and
+    the learning rate means what it means for plain cross-entropy. Easy pixels
+    (skin, hair, background once learned) stop diluting the gradient of the
+    small, hard parts, without any class-frequency weights. Per-pixel weights
+    (`sample_weight`) multiply the returned map as for every loss here.
+
+    Args:
+        keep_fraction: float. Share of each image's pixels kept, in (0, 1].
+            Defaults to 0.25.
+        num_classes: int. Number of classes. Defaults to 19.
+    """
+
+    def __init__(self, keep_fraction=0.25, num_classes=NUM_CLASSES, name="ohem_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 < keep_fraction <= 1.0:
+            raise ConfigError(f"keep_fraction must lie in (0, 1], got {keep_fraction}")
+        self.keep_fraction = keep_fraction
+        self.num_classes = num_classes
+
+    def call(self, y_true, y_pred):
+        targets = _one_hot_targets(y_true, self.num_classes)
+        cross_entropy = -ops.sum(
+            targets * ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1), axis=-1
+        )
+        num_pixels = cross_entropy.shape[1] * cross_entropy.shape[2]
+        num_kept = max(1, int(math.ceil(self.keep_fraction * num_pixels)))
+        flat = ops.reshape(ops.stop_gradient(cross_entropy), (-1, num_pixels))
+        threshold = ops.top_k(flat, k=num_kept)[0][:, -1]  # the k-th largest loss per image
+        kept = ops.cast(cross_entropy >= threshold[:, None, None], "float32")
+        return cross_entropy * kept / self.keep_fraction
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "keep_fraction": self.keep_fraction,
+            "num_classes": self.num_classes,
+        }
+
+
 def build_loss(name, target="integer", focal_gamma=2.0, num_classes=NUM_CLASSES):
     """Return the Keras loss for config key `loss` and target encoding `target`."""
     if name == "cross_entropy":
@@ -160,4 +207,6 @@ def build_loss(name, target="integer", focal_gamma=2.0, num_classes=NUM_CLASSES)
         return DiceCrossEntropyLoss(num_classes=num_classes)
     if name == "lovasz":
         return LovaszSoftmaxLoss(num_classes=num_classes)
+    if name == "ohem":
+        return OhemCrossEntropyLoss(num_classes=num_classes)
     raise ConfigError(f"loss must be one of {'|'.join(LOSSES)}, got {name!r}")
