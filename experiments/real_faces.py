@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.imbalance import VARIANTS as SYNTHETIC_VARIANTS
+
 REPO = Path(__file__).resolve().parents[1]
 # A user's clone has no ../shared; the default is relative to the checkout, not the cwd.
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data" / "celebamask_hq_real900"
@@ -191,15 +193,14 @@ def format_result(result):
 # The imbalance study on real faces
 # ---------------------------------------------------------------------------
 
-# name -> (loss, class_weights, max_class_weight)
+# name -> (loss, class_weights, max_class_weight): the synthetic study's variants that the
+# issue names, and OHEM.
 VARIANTS = {
-    "ce_none": ("cross_entropy", "none", 0.0),
-    "ce_per_image": ("cross_entropy", "per_image", 0.0),
-    "ce_median_frequency": ("cross_entropy", "median_frequency", 0.0),
-    "dice_ce_none": ("dice_ce", "none", 0.0),
+    **{name: SYNTHETIC_VARIANTS[name] for name in
+       ("ce_none", "ce_per_image", "ce_median_frequency", "dice_ce_none")},
     "ohem_none": ("ohem", "none", 0.0),
-    "lovasz_none": ("lovasz", "none", 0.0),
-}
+    "lovasz_none": SYNTHETIC_VARIANTS["lovasz_none"],
+}  # fmt: skip
 # Every variant trains the small recipe with the same reduced budget: a ranking after the
 # same short schedule, not each variant's best after the full one.
 STUDY_BUDGET = {"image_size": 128, "epochs": 8}

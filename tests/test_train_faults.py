@@ -180,7 +180,7 @@ def test_bad_sample_after_batch_2_is_one_line_or_skipped(
 def test_nan_loss_stops_training_with_a_clear_message(
     demo_root, tiny_train_args, tmp_path, monkeypatch, assert_one_line_error
 ):
-    make = BatchMaker.make  # what training's worker threads run
+    make = BatchMaker.make  # what training's workers run
 
     def poisoned(self, index, epoch):
         (images, *rest), bad_samples = make(self, index, epoch)
@@ -188,7 +188,8 @@ def test_nan_loss_stops_training_with_a_clear_message(
 
     monkeypatch.setattr(BatchMaker, "make", poisoned)
     run_dir = tmp_path / "run"
-    arguments = tiny_train_args(demo_root, run_dir, *ONE_BATCH)
+    # The patch lives in this process: worker threads see it, spawned processes would not.
+    arguments = tiny_train_args(demo_root, run_dir, *ONE_BATCH, "--worker_type=threads")
     assert train.main(arguments) == 1
     assert_one_line_error("loss became NaN or infinite in epoch 1")
     # Nothing was saved from the diverged epoch, so a rerun starts clean.
@@ -218,7 +219,9 @@ def test_the_advice_after_a_divergence_works(
         return (images, *rest), bad_samples
 
     monkeypatch.setattr(BatchMaker, "make", poisoned)
-    arguments = tiny_train_args(demo_root, tmp_path / "run", *ONE_BATCH, "--epochs=2")
+    arguments = tiny_train_args(
+        demo_root, tmp_path / "run", *ONE_BATCH, "--epochs=2", "--worker_type=threads"
+    )
     assert train.main(arguments) == 1
     error = capsys.readouterr().err.strip()
     options = advised_options(error)
