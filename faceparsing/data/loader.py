@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -107,7 +108,7 @@ class Pool:
         self._shared_dir = _shared_memory_dir()
         self._executor = concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_install_task, initargs=(task, self._shared_dir),
+            initializer=_install_task, initargs=(task, self._shared_dir, os.getpid()),
         )  # fmt: skip
         # The executor starts a worker when a request finds none idle: start them all
         # now, while the parent's script is hidden from them.
@@ -209,8 +210,22 @@ _REPLY_NUMBERS = itertools.count()
 _SHARE_MIN_BYTES = 1 << 16  # smaller buffers travel in the pickle
 
 
-def _install_task(task, shared_dir):
+def _install_task(task, shared_dir, parent):
     _WORKER.update(task=task, shared_dir=shared_dir)
+    # The parent's pid comes from the parent: it may be gone before this worker starts.
+    watch = threading.Thread(target=_exit_with_parent, args=(parent, shared_dir), daemon=True)
+    watch.start()
+
+
+def _exit_with_parent(parent, shared_dir, interval=0.5):
+    """A worker whose parent is gone (kill -9) exits and removes the pool's shared folder:
+    the executor's queue would keep it waiting forever, holding memory and the pipes of
+    whatever started the parent."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    if shared_dir:
+        shutil.rmtree(shared_dir, ignore_errors=True)
+    os._exit(0)
 
 
 def _call_installed_task(request):

@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +70,41 @@ def test_large_arrays_come_back_through_shared_memory_and_leave_nothing_behind()
     finally:
         pool.close()
     assert folder is None or not os.path.exists(folder)
+
+
+def _alive(pid):
+    """A process that exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_worker_processes_exit_when_their_parent_is_killed(repo, tmp_path):
+    # kill -9 of a training run: its workers must not wait forever on the executor's queue
+    # (holding memory, the pool's shared folder and the pipes of whoever ran it).
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, signal\n"
+        "from faceparsing.data.loader import Pool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = Pool(eval, 2, 'processes')\n"
+        "    pids = {pool.result(pool.submit('__import__(\"os\").getpid()')) for _ in range(8)}\n"
+        "    print(pool._shared_dir, *pids, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    # The workers inherit the output pipe: `run` returns once they have all exited.
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == -9, result.stderr[-2000:]
+    folder, *pids = result.stdout.split()
+    deadline = time.monotonic() + 10
+    while any(_alive(int(pid)) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(int(pid)) for pid in pids)
+    assert folder == "None" or not os.path.exists(folder)
 
 
 @pytest.mark.slow
