@@ -76,7 +76,7 @@ def dataset_of(root, size, batch_size, cache_dir=None, **options):
 def produce(dataset, num_batches):
     """`dataset.batch(i, epoch)` for `num_batches` batches (several passes), in this thread."""
     for index in range(num_batches):
-        dataset.batch(index % len(dataset.maker), index // len(dataset.maker))
+        dataset.batch(*dataset.maker.locate(index))
 
 
 def near_free_model(size):
@@ -115,8 +115,8 @@ class InMemory:
     def __new__(cls, dataset):
         import keras
 
-        per_pass = len(dataset.maker)  # steps_per_epoch may run over several passes
-        batches = [dataset.batch(*reversed(divmod(i, per_pass))) for i in range(len(dataset))]
+        # steps_per_epoch may run over several passes
+        batches = [dataset.batch(*dataset.maker.locate(i)) for i in range(len(dataset))]
 
         class Batches(keras.utils.PyDataset):
             batch_size = dataset.batch_size

@@ -59,7 +59,7 @@ def main(argv=None):
         train_data, _ = build_datasets(config)
         model = trainer.build_model(config)
         trainer.compile_model(model, config, steps)
-        batches = [train_data.batch(index % len(train_data.maker), 0) for index in range(steps)]
+        batches = [train_data.batch(*train_data.maker.locate(index)) for index in range(steps)]
         arrays = [__import__("numpy").concatenate(part) for part in zip(*batches, strict=True)]
 
         def in_memory():

@@ -72,7 +72,7 @@ class PickledProcesses:
 
     def dataset(self):
         maker = self.maker
-        requests = [(index % len(maker), index // len(maker)) for index in range(self.count)]
+        requests = [maker.locate(index) for index in range(self.count)]
         results = self.executor.map(maker, requests, chunksize=1)
         return in_order((batch for batch, _ in results), self.count)
 
@@ -92,12 +92,11 @@ class TFData:
     def dataset(self):
         import tensorflow as tf
 
-        maker, shapes = self.maker, [array.shape for array in self.maker.make(0, 0)[0]]
-        dtypes = [tf.as_dtype(array.dtype) for array in maker.make(0, 0)[0]]
+        maker, first = self.maker, self.maker.make(0, 0)[0]
+        shapes, dtypes = [a.shape for a in first], [tf.as_dtype(a.dtype) for a in first]
 
         def make(index):
-            index = int(index)
-            return maker.make(index % len(maker), index // len(maker))[0]
+            return maker.make(*maker.locate(int(index)))[0]
 
         def mapped(index):
             arrays = tf.numpy_function(make, [index], dtypes)
@@ -149,8 +148,7 @@ class BatchSource:
         return self.count
 
     def __getitem__(self, index):
-        index = int(index)
-        return self.maker.make(index % len(self.maker), index // len(self.maker))[0]
+        return self.maker.make(*self.maker.locate(int(index)))[0]
 
 
 class Ours:

@@ -78,6 +78,12 @@ class BatchMaker:
             return len(self.ids) // self.global_batch_size
         return math.ceil(len(self.ids) / self.global_batch_size)
 
+    def locate(self, step):
+        """`(index, epoch)` of the `step`-th batch of consecutive passes over the data
+        (0-based; a run whose epochs are not one pass each, `steps_per_epoch`)."""
+        data_pass, index = divmod(step, len(self))
+        return index, data_pass
+
     def order(self, epoch):
         """Positions in `ids` in the order of `epoch` (a permutation when shuffling)."""
         cached = self._order  # one read: safe with worker threads

@@ -190,8 +190,7 @@ class CelebAMaskHQ(keras.utils.PyDataset):
     def _locate(self, epoch, index):
         """The (batch index, pass) over the data of batch `index` of epoch `epoch`: with
         `steps_per_epoch`, epochs run on through the passes."""
-        data_pass, position = divmod(epoch * len(self) + index, len(self.maker))
-        return position, data_pass
+        return self.maker.locate(epoch * len(self) + index)
 
     def _receive(self, reply):
         batch, bad = reply

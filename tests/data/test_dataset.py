@@ -181,6 +181,8 @@ def test_short_epochs_go_on_in_the_same_pass_without_repeating(six):
     seen = [image_id for epoch in range(3) for image_id in _ids_of(dataset, epoch, 0)]
     assert len(seen) == len(set(seen)) == 6  # one pass over three epochs: no sample twice
     assert dataset._locate(3, 0) == (0, 1)  # then the next pass, reshuffled
+    # The maker numbers batches over consecutive passes the same way (what benchmarks use).
+    assert [dataset.maker.locate(step) for step in (0, 2, 3, 7)] == [(0, 0), (2, 0), (0, 1), (1, 2)]
 
 
 def test_a_resumed_run_reads_the_batches_of_an_uninterrupted_one(six):
