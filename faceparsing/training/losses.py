@@ -14,13 +14,16 @@ from faceparsing.classes import NUM_CLASSES
 from faceparsing.config import LOSSES
 from faceparsing.errors import ConfigError
 
-# Values of the config key `loss`.
-
 
 def _one_hot_targets(y_true, num_classes):
     if len(y_true.shape) == 4:
         return ops.cast(y_true, "float32")
     return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype="float32")
+
+
+def _pixel_cross_entropy(targets, logits):
+    """Per-pixel cross-entropy (B, H, W) of float32 `logits` against one-hot `targets`."""
+    return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="faceparsing")
@@ -44,10 +47,9 @@ class FocalLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         targets = _one_hot_targets(y_true, self.num_classes)
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-        log_p_true = ops.sum(targets * log_probs, axis=-1)
-        p_true = ops.exp(log_p_true)
-        return -ops.power(1.0 - p_true, self.gamma) * log_p_true
+        cross_entropy = _pixel_cross_entropy(targets, ops.cast(y_pred, "float32"))
+        p_true = ops.exp(-cross_entropy)
+        return ops.power(1.0 - p_true, self.gamma) * cross_entropy
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma, "num_classes": self.num_classes}
@@ -84,7 +86,7 @@ class DiceCrossEntropyLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         targets = _one_hot_targets(y_true, self.num_classes)
         logits = ops.cast(y_pred, "float32")
-        cross_entropy = -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+        cross_entropy = _pixel_cross_entropy(targets, logits)
         probs = ops.softmax(logits, axis=-1)
         intersection = ops.sum(probs * targets, axis=(1, 2))
         totals = ops.sum(probs, axis=(1, 2)) + ops.sum(targets, axis=(1, 2))
@@ -177,9 +179,7 @@ class OhemCrossEntropyLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         targets = _one_hot_targets(y_true, self.num_classes)
-        cross_entropy = -ops.sum(
-            targets * ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1), axis=-1
-        )
+        cross_entropy = _pixel_cross_entropy(targets, ops.cast(y_pred, "float32"))
         num_pixels = cross_entropy.shape[1] * cross_entropy.shape[2]
         num_kept = max(1, int(math.ceil(self.keep_fraction * num_pixels)))
         flat = ops.reshape(ops.stop_gradient(cross_entropy), (-1, num_pixels))
