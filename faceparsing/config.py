@@ -111,7 +111,8 @@ class TrainConfig:
     verbose: int = setting(1, "host")  # 1 = progress bar, 2 = one line per epoch, 0 = silent
 
 
-# Each enumeration comes from the module that implements it.
+# Each enumeration comes from the module that implements it, or, for the training recipe's
+# own (loss, optimizer, schedule, ...), from the lists above.
 CHOICES = {
     "dataset": DATASETS,
     "train_split": SPLITS,

@@ -153,6 +153,8 @@ def build_datasets(config, num_processes=1, process_id=0):
         worker_type=worker_type, steps_per_epoch=config.steps_per_epoch or None, **common,
     )  # fmt: skip
     val_ids = select_ids(config, config.val_split, config.max_val_images, layout)
+    # Validation keeps worker threads (the dataset's default): no augmentation to spread,
+    # and no second set of worker processes beside the training ones.
     val_data = CelebAMaskHQ(
         layout, config.val_split, ids=val_ids, augment=False, shuffle=False,
         pad=config.distribute != "none", **common,
